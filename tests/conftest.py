@@ -1,9 +1,11 @@
 "Shared fixtures for the tests that drive text_to_face from outside: its commands, its notebooks as jobs."
-import re, subprocess
+import os, re, subprocess
 from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault('OMP_NUM_THREADS', '1')  # the commands these tests start share a small machine
+os.environ.setdefault('HF_HUB_OFFLINE', '1')  # and never reach the network
 
 def readme_command(label):
     "The command on the README line that ends with `# label`."

@@ -1,5 +1,6 @@
 "Stage jobs on a real one-machine SLURM cluster (Debian's slurm-wlm + munge, started by slurm/local_cluster.sh)."
 import json, re, subprocess, time
+from pathlib import Path
 import pytest
 from conftest import ROOT, sh
 
@@ -29,14 +30,53 @@ def test_preprocess_job(cluster, tmp_path):
     "The preprocess sbatch script runs its notebook under papermill and leaves faces, the executed notebook and a log."
     from text_to_face.sample import sample_photos
     raw, run = sample_photos(tmp_path/'raw'), tmp_path/'run'
-    job = sbatch('--cpus-per-task=1', '--mem=2G', f'--output={tmp_path}/%x-%j.out', 'slurm/preprocess.sbatch', str(raw), str(run), '-p', 'size', '128')
+    job = sbatch('--cpus-per-task=1', '--mem=2G', f'--output={tmp_path}/%x-%j.out', 'slurm/preprocess.sbatch', str(run),
+                 '-p', 'input_dir', str(raw), '-p', 'size', '128')
     assert job_state(job) == ('COMPLETED', '0:0'), (tmp_path/f't2f-preprocess-{job}.out').read_text()[-3000:]
     assert json.loads((run/'faces'/'summary.json').read_text())['settings']['size'] == 128
     assert (run/'notebooks'/f'00_preprocess-{job}.ipynb').exists() and (run/'logs'/f'00_preprocess-{job}.log').exists()
 
 def test_failed_job_says_why(cluster, tmp_path):
     "A job given a folder that does not exist fails, and its log says which folder."
-    job = sbatch('--cpus-per-task=1', '--mem=1G', f'--output={tmp_path}/%x-%j.out', 'slurm/preprocess.sbatch', str(tmp_path/'missing'), str(tmp_path/'run'))
+    job = sbatch('--cpus-per-task=1', '--mem=1G', f'--output={tmp_path}/%x-%j.out', 'slurm/preprocess.sbatch', str(tmp_path/'run'),
+                 '-p', 'input_dir', str(tmp_path/'missing'))
     state, code = job_state(job)
     assert state == 'FAILED' and code != '0:0'
     assert 'input folder' in (tmp_path/'run'/'logs'/f'00_preprocess-{job}.log').read_text()
+
+def run_pipeline(config, *args):
+    return subprocess.run([str(ROOT/'slurm'/'submit_pipeline.sh'), str(config), '--wait', *args], capture_output=True, text=True, timeout=1800)
+
+def test_pipeline_on_slurm(cluster, tmp_path):
+    "The whole pipeline on the tiny models through submit_pipeline.sh: chained jobs, captioning as a 2-task array plus merge."
+    import yaml
+    from text_to_face.pipeline import tiny_config
+    config = tiny_config(tmp_path)
+    cfg = yaml.safe_load(config.read_text()); cfg['slurm']['caption_shards'] = 2; config.write_text(yaml.safe_dump(cfg))
+    done = run_pipeline(config)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    run = tmp_path/'run'
+    jobs = json.loads((run/'.pipeline'/'jobs.json').read_text())
+    assert list(jobs) == ['preprocess', 'caption', 'caption-merge', 'dataset', 'train', 'generate', 'evaluate']
+    assert all(f'{s}: COMPLETED' in done.stdout for s in jobs)
+    for f in ['faces/metadata.jsonl', 'captions.jsonl', 'captions-0-of-2.jsonl', 'captions-1-of-2.jsonl', 'dataset/train/metadata.jsonl',
+              'lora/pytorch_lora_weights.safetensors', 'eval/report.json']:
+        assert (run/f).exists(), f
+    assert len(list((run/'generated').glob('*.png'))) == 2
+    reports = sorted(p.name for p in (run/'notebooks').glob('*.ipynb'))
+    assert len(reports) == 7 and any(r.startswith('01_caption-') and r.endswith('-1.ipynb') for r in reports), reports
+
+def test_failed_stage_cancels_the_rest(cluster, tmp_path):
+    "A stage that fails cancels every stage after it, and the pipeline says which failed and where its log is."
+    import yaml
+    from text_to_face.pipeline import tiny_config
+    config = tiny_config(tmp_path)
+    cfg = yaml.safe_load(config.read_text())
+    cfg['dataset'] = {'val_fraction': 2.0}  # impossible: the dataset stage fails
+    config.write_text(yaml.safe_dump(cfg))
+    done = run_pipeline(config, '--stages', 'preprocess', 'dataset', 'train', 'evaluate')
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert 'stage dataset failed' in done.stderr and 'its log:' in done.stderr
+    log = re.search(r'its log: (\S+);', done.stderr).group(1)
+    assert Path(log).exists()
+    for stage in ['train', 'evaluate']: assert re.search(rf'{stage}: (CANCELLED|FAILED)', done.stdout), done.stdout

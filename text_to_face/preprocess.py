@@ -10,7 +10,7 @@ __all__ = ['MULTI_FACE_POLICIES', 'PRIVATE_COLUMNS', 'KEY_COLUMNS', 'ILLINOIS_CO
            'FaceSettings', 'process_photo', 'list_photos', 'crop_names', 'preprocess', 'bench_photos',
            'bench_preprocess']
 
-# %% ../nbs/00_preprocess.ipynb #eb8dfeb8
+# %% ../nbs/00_preprocess.ipynb #2cea41a4
 import contextlib, csv, json, math, multiprocessing, os, shutil, tempfile, time, warnings
 import numpy as np, pandas as pd
 from pathlib import Path
@@ -20,12 +20,14 @@ from .core import *
 import face_recognition  # loads dlib's models once, before worker processes fork
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # importing face_recognition turns it on for the whole process
 
-# %% ../nbs/00_preprocess.ipynb #56c0963e
+# %% ../nbs/00_preprocess.ipynb #3dfd4e4b
 class Rejected(Exception):
     "An input that preprocessing does not keep; `reason` says why, in a few words."
-    def __init__(self, reason, detail=''): super().__init__(f'{reason}: {detail}' if detail else reason); self.reason, self.detail = reason, detail
+    def __init__(self, reason, detail=''):
+        super().__init__(f'{reason}: {detail}' if detail else reason)
+        self.reason, self.detail = reason, detail
 
-# %% ../nbs/00_preprocess.ipynb #834cb055
+# %% ../nbs/00_preprocess.ipynb #a5f1acc8
 @contextlib.contextmanager
 def strict_decoding():
     "Make Pillow refuse truncated files inside the block, whatever other libraries set globally."
@@ -50,7 +52,7 @@ def _open_checked(path, max_pixels):
     except (OSError, SyntaxError, ValueError) as e: raise Rejected('truncated or corrupt', str(e)[:80])
     return img
 
-# %% ../nbs/00_preprocess.ipynb #eec16928
+# %% ../nbs/00_preprocess.ipynb #33a2dbf0
 def _to_rgb(img):
     if img.mode in ('I;16', 'I;16B', 'I;16L', 'I'):
         a = np.asarray(img, dtype=np.float64)
@@ -70,7 +72,7 @@ def load_image(path, # image file of any format Pillow reads
     except Exception: pass  # a broken EXIF block is no reason to lose the photo
     return _to_rgb(img)
 
-# %% ../nbs/00_preprocess.ipynb #65c01cc3
+# %% ../nbs/00_preprocess.ipynb #550a0e1e
 def find_faces(rgb, # HxWx3 uint8 array
                model:str='hog', # 'hog' or 'cnn'
                upsample='auto', # times to double the image first; 'auto': once if its shorter side is under 400 px
@@ -88,7 +90,7 @@ def find_faces(rgb, # HxWx3 uint8 array
              for r, s in zip(rects, scores) if s >= min_score]
     return sorted(boxes, key=lambda b: (-(b[2] - b[0]) * (b[1] - b[3]), b))
 
-# %% ../nbs/00_preprocess.ipynb #6d778d75
+# %% ../nbs/00_preprocess.ipynb #a39ad85d
 MULTI_FACE_POLICIES = ('largest', 'central', 'reject')
 
 def choose_face(boxes, # face boxes from `find_faces`, largest first
@@ -102,7 +104,7 @@ def choose_face(boxes, # face boxes from `find_faces`, largest first
     cy, cx = shape[0] / 2, shape[1] / 2
     return min(boxes, key=lambda b: ((b[0] + b[2]) / 2 - cy) ** 2 + ((b[1] + b[3]) / 2 - cx) ** 2)
 
-# %% ../nbs/00_preprocess.ipynb #01aafdbd
+# %% ../nbs/00_preprocess.ipynb #61aa55a3
 def face_landmarks(rgb, box):
     "Eye centres and nose tip of the face in `box`, as a dict of (x, y) arrays."
     lm = face_recognition.face_landmarks(rgb, [box], model='small')[0]
@@ -114,7 +116,7 @@ def eye_angle(lm):
     dx, dy = lm['right_eye'] - lm['left_eye']
     return math.degrees(math.atan2(dy, dx))
 
-# %% ../nbs/00_preprocess.ipynb #d5c06700
+# %% ../nbs/00_preprocess.ipynb #bd9253b2
 def crop_geometry(lm, margin:float=0.0):
     "Centre, unit x and y axes, and half-width (source pixels) of the FFHQ-style crop for landmarks `lm`."
     eye_mid = (lm['left_eye'] + lm['right_eye']) / 2
@@ -125,7 +127,7 @@ def crop_geometry(lm, margin:float=0.0):
     half = max(np.linalg.norm(eye_to_eye) * 2.0, nose_drop * 3.6) * (1 + margin)
     return eye_mid + y * nose_drop * 0.2, x, y, half
 
-# %% ../nbs/00_preprocess.ipynb #a5100de4
+# %% ../nbs/00_preprocess.ipynb #eb5ee0d2
 def _pad_to_fit(img, centre, half):
     "Pad `img` by repeating its edge pixels so the crop of `half` around `centre` lies inside; the shifted centre."
     reach = int(np.ceil(half * math.sqrt(2))) + 2  # the crop's corners are at most this far from its centre
@@ -148,7 +150,7 @@ def align_face(img, # PIL RGB image
     return img.transform((size, size), Image.Transform.AFFINE, (across[0], down[0], offset[0], across[1], down[1], offset[1]),
                          resample=Image.Resampling.BILINEAR)
 
-# %% ../nbs/00_preprocess.ipynb #73d03426
+# %% ../nbs/00_preprocess.ipynb #99fb596f
 def face_quality(crop, # the aligned PIL crop
                  box): # the face box in the source photo
     "Quality measures of an aligned face: size in the source, sharpness, brightness and clipping."
@@ -158,7 +160,7 @@ def face_quality(crop, # the aligned PIL crop
     return {'face_px': int(box[2] - box[0]), 'sharpness': round(float(laplace(gray).var() * 1000), 3),
             'brightness': round(float(centre.mean()), 3), 'clipped': round(float(((centre < 0.02) | (centre > 0.98)).mean()), 3)}
 
-# %% ../nbs/00_preprocess.ipynb #942a8581
+# %% ../nbs/00_preprocess.ipynb #d6011d74
 from dataclasses import dataclass, asdict
 
 @dataclass(frozen=True)
@@ -178,7 +180,7 @@ def check_quality(q, t:QualityThresholds=QualityThresholds()):
     if q['brightness'] > t.max_brightness: raise Rejected('overexposed', f"brightness {q['brightness']} > {t.max_brightness}")
     if q['clipped'] > t.max_clipped: raise Rejected('clipped', f"{q['clipped']:.0%} of the face is black or white")
 
-# %% ../nbs/00_preprocess.ipynb #b6bae7d4
+# %% ../nbs/00_preprocess.ipynb #8dd5dc87
 def face_hash(crop):
     "A 256-bit difference hash of an aligned face crop, as a hex string."
     g = np.asarray(crop.convert('L').resize((17, 16), Image.LANCZOS), dtype=np.int16)
@@ -188,7 +190,7 @@ def hash_distance(a, b):
     "Number of differing bits between two `face_hash` values."
     return int(np.bitwise_count(np.frombuffer(bytes.fromhex(a), np.uint8) ^ np.frombuffer(bytes.fromhex(b), np.uint8)).sum())
 
-# %% ../nbs/00_preprocess.ipynb #8540c1c7
+# %% ../nbs/00_preprocess.ipynb #cca1f13a
 def _rank(row): return (-row['quality']['face_px'], -row['quality']['sharpness'], row['file_name'])
 
 def find_duplicates(rows, # kept faces, each with `file_name`, `hash` and `quality`
@@ -205,7 +207,7 @@ def find_duplicates(rows, # kept faces, each with `file_name`, `hash` and `quali
         kept[len(names)] = h; names.append(row['file_name'])
     return dups
 
-# %% ../nbs/00_preprocess.ipynb #be3c8aae
+# %% ../nbs/00_preprocess.ipynb #6c48cb37
 def face_descriptor(rgb, box):
     "dlib's 128-d face descriptor of the face in `box`, as a list of floats."
     return [round(float(v), 6) for v in face_recognition.face_encodings(rgb, [box], model='small')[0]]
@@ -221,7 +223,7 @@ def cluster_identities(descriptors:dict, # file name -> 128-d descriptor
     for lab in labels: ids.setdefault(lab, f'face-{len(ids) + 1:04d}')
     return {n: ids[lab] for n, lab in zip(names, labels)}
 
-# %% ../nbs/00_preprocess.ipynb #7eaba2d0
+# %% ../nbs/00_preprocess.ipynb #9bbc298e
 PRIVATE_COLUMNS = ('name', 'full_name', 'first_name', 'last_name', 'surname', 'given_name', 'middle_name')
 KEY_COLUMNS = ('file_name', 'filename', 'file', 'image', 'path', 'person_id', 'id')
 
@@ -240,7 +242,7 @@ def read_metadata(path, # a CSV file, or an Illinois DOC folder (or its person.c
     if key not in df.columns: raise ValueError(f'{path}: no key column {key or KEY_COLUMNS}; columns are {list(df.columns)}')
     return df.drop(columns=[c for c in df.columns if c.lower() in PRIVATE_COLUMNS]).set_index(key, drop=False)
 
-# %% ../nbs/00_preprocess.ipynb #2b682681
+# %% ../nbs/00_preprocess.ipynb #bd29eb08
 ILLINOIS_COLUMNS = ['person_id', 'sex', 'race', 'date_of_birth', 'hair', 'eyes', 'height', 'weight', 'admission_date', 'marks']
 
 def read_illinois(folder):
@@ -252,7 +254,7 @@ def read_illinois(folder):
         people['marks'] = people['person_id'].map(marks).fillna('')
     return people[[c for c in ILLINOIS_COLUMNS if c in people.columns]].set_index('person_id', drop=False)
 
-# %% ../nbs/00_preprocess.ipynb #1ed5d01b
+# %% ../nbs/00_preprocess.ipynb #aaa85f0d
 def metadata_for(source:str, tables):
     "The merged metadata of the photo at relative path `source`, and how many values the tables disagreed on."
     p, merged, conflicts = Path(source), {}, 0
@@ -267,7 +269,7 @@ def metadata_for(source:str, tables):
             merged.setdefault(col, val)
     return merged, conflicts
 
-# %% ../nbs/00_preprocess.ipynb #06b4e9de
+# %% ../nbs/00_preprocess.ipynb #cd87c076
 @dataclass(frozen=True)
 class FaceSettings:
     "How each photo is turned into a face crop."
@@ -279,7 +281,7 @@ class FaceSettings:
     multi_face:str='largest' # policy for photos with several faces
     quality:QualityThresholds=QualityThresholds()
 
-# %% ../nbs/00_preprocess.ipynb #7b1fb36b
+# %% ../nbs/00_preprocess.ipynb #08ab6728
 def process_photo(src, # the photo
                   out_path, # where its crop goes
                   s:FaceSettings=FaceSettings(),
@@ -303,7 +305,7 @@ def process_photo(src, # the photo
     except Exception as e: row = dict(status='rejected', reason='error', detail=f'{type(e).__name__}: {e}'[:200])
     return {**row, 'timing': t}
 
-# %% ../nbs/00_preprocess.ipynb #af14fc04
+# %% ../nbs/00_preprocess.ipynb #ef31938b
 PHOTO_SUFFIXES = {'.jpg', '.jpeg', '.jfif', '.png', '.bmp', '.gif', '.tif', '.tiff', '.webp', '.pgm', '.ppm'}
 
 def list_photos(input_dir, exclude=None):
@@ -320,7 +322,7 @@ def crop_names(sources):
     return {s: (str(Path(s).with_name(f'{Path(s).stem}_{Path(s).suffix[1:]}.png')) if n in taken else n)
             for s, n in zip(sources, plain)}
 
-# %% ../nbs/00_preprocess.ipynb #a7c0b3ba
+# %% ../nbs/00_preprocess.ipynb #5c86830f
 def _work(job):
     "Process one (input folder, source, output folder, crop name, settings, descriptor?) job; the row names its source."
     root, source, out, name, s, descriptor = job
@@ -343,7 +345,7 @@ def _state(out, s:FaceSettings, overwrite=False):
     write_json(state/'settings.json', asdict(s))
     return {r['source']: r for r in repair_jsonl(state/'progress.jsonl')}
 
-# %% ../nbs/00_preprocess.ipynb #83cd1e4d
+# %% ../nbs/00_preprocess.ipynb #3ece85dd
 def _person_ids(kept, metas, threshold):
     "Person id and where it came from, per file name."
     clusters = cluster_identities({r['file_name']: r['descriptor'] for r, m in zip(kept, metas)
@@ -371,7 +373,7 @@ def _publish(out, rows, tables, dup_bits, identity_threshold):
         w = csv.DictWriter(f, ['source', 'reason', 'detail']); w.writeheader(); w.writerows(sorted(rejects, key=lambda r: r['source']))
     return published, rejects, sum(c for _, c in metas)
 
-# %% ../nbs/00_preprocess.ipynb #2a73b615
+# %% ../nbs/00_preprocess.ipynb #e9304e8d
 def _summary(rows, kept, rejects, conflicts, wall, s, extra):
     steps = ['decode', 'detect', 'align', 'quality', 'write', 'descriptor']
     busy = {k: round(sum(r['timing'].get(k, 0) for r in rows), 3) for k in steps}
@@ -381,7 +383,7 @@ def _summary(rows, kept, rejects, conflicts, wall, s, extra):
             'metadata_conflicts': conflicts, 'settings': asdict(s), **extra,
             'timing': {'seconds_per_step': busy, 'wall_seconds': round(wall, 2)}}
 
-# %% ../nbs/00_preprocess.ipynb #ee7b1193
+# %% ../nbs/00_preprocess.ipynb #c2c28052
 def preprocess(input_dir:str, # folder tree of raw photos
                output_dir:str, # where crops, metadata.jsonl, rejects.csv and summary.json go
                size:int=320, # side of the square crops (320 like the original training data; 512 SD 1.5, 1024 SDXL)
@@ -423,7 +425,7 @@ def preprocess(input_dir:str, # folder tree of raw photos
     if out.name == 'faces': record_config(out.parent, 'preprocess', {k: v for k, v in summary.items() if k in ('settings', 'metadata', 'dup_bits')})
     return summary
 
-# %% ../nbs/00_preprocess.ipynb #719524ea
+# %% ../nbs/00_preprocess.ipynb #3cc6a9a5
 def bench_photos(dest, n:int=48):
     "Write `n` synthetic 512-pixel portrait photos (JPEG) and a `people.csv` naming each one's person."
     from text_to_face.sample import lfw_face, LFW_CLEAR
