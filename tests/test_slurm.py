@@ -57,8 +57,9 @@ def test_pipeline_on_slurm(cluster, tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     run = tmp_path/'run'
     jobs = json.loads((run/'.pipeline'/'jobs.json').read_text())
-    assert list(jobs) == ['preprocess', 'caption', 'caption-merge', 'dataset', 'train', 'generate', 'evaluate']
-    assert all(f'{s}: COMPLETED' in done.stdout for s in jobs)
+    stages = [j['stage'] for j in jobs]
+    assert stages == ['preprocess', 'caption', 'caption-merge', 'dataset', 'train', 'generate', 'evaluate']
+    assert all(f'{s}: COMPLETED' in done.stdout for s in stages)
     for f in ['faces/metadata.jsonl', 'captions.jsonl', 'captions-0-of-2.jsonl', 'captions-1-of-2.jsonl', 'dataset/train/metadata.jsonl',
               'lora/pytorch_lora_weights.safetensors', 'eval/report.json']:
         assert (run/f).exists(), f

@@ -4,12 +4,12 @@
 
 # %% auto #0
 __all__ = ['SCHEDULERS', 'STATEMENT', 'WATERMARK_BITS', 'WATERMARK_METHOD', 'WATERMARK_MIN_PX', 'DTYPE_NAMES', 'OPTIONS',
-           'MAX_SIZE', 'GENERATOR_ARGS', 'model_family', 'cached_file_hash', 'model_hash', 'make_scheduler', 'slerp',
-           'initial_noise', 'a1111_parameters', 'parse_parameters', 'save_png', 'read_record', 'add_watermark',
-           'read_watermark', 'check_lora', 'GeneratedImage', 'FaceGenerator', 'check_request', 'generator_for',
-           'regenerate_image', 'generate_images', 'generate_csv', 'pd_isna', 'generate', 'regenerate', 'bench_generate']
+           'MAX_SIZE', 'GENERATOR_ARGS', 'cached_file_hash', 'model_hash', 'make_scheduler', 'slerp', 'initial_noise',
+           'a1111_parameters', 'parse_parameters', 'save_png', 'read_record', 'add_watermark', 'read_watermark',
+           'check_lora', 'GeneratedImage', 'FaceGenerator', 'check_request', 'generator_for', 'regenerate_image',
+           'generate_images', 'generate_csv', 'pd_isna', 'generate', 'regenerate', 'bench_generate']
 
-# %% ../nbs/04_generate.ipynb #c1ee6e79
+# %% ../nbs/04_generate.ipynb #c80cd3a0
 import dataclasses, math, os, platform, sys, time, unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,17 +22,7 @@ from .core import *
 from .models import *
 from .schema import *
 
-# %% ../nbs/04_generate.ipynb #8dd940eb
-def model_family(folder):
-    "`'sd15'` or `'sdxl'`, from the pipeline class named in `folder/model_index.json`."
-    index = read_json(Path(folder)/'model_index.json')
-    if index is None: raise ValueError(f'{folder} has no model_index.json: it is not a diffusers pipeline folder')
-    name = index.get('_class_name', '')
-    if 'StableDiffusionXL' in name: return 'sdxl'
-    if name.startswith('StableDiffusion'): return 'sd15'
-    raise ValueError(f'{folder} holds a {name}, not a Stable Diffusion 1.5 or SDXL pipeline')
-
-# %% ../nbs/04_generate.ipynb #9fa16194
+# %% ../nbs/04_generate.ipynb #3fcecf8f
 def cached_file_hash(path):
     "`file_hash(path)`, remembered in the cache folder by path, size and modification time."
     p = Path(path).resolve(); st = p.stat()
@@ -49,7 +39,7 @@ def model_hash(folder):
     hashes = [cached_file_hash(f) for f in files]
     return hashes[0] if len(hashes) == 1 else params_hash(hashes, 64)
 
-# %% ../nbs/04_generate.ipynb #3249dc75
+# %% ../nbs/04_generate.ipynb #0cf8115e
 SCHEDULERS = {
     'dpmpp-2m-karras': ('DPMSolverMultistepScheduler', dict(algorithm_type='dpmsolver++', solver_order=2, use_karras_sigmas=True), 'DPM++ 2M Karras'),
     'euler-a': ('EulerAncestralDiscreteScheduler', {}, 'Euler a'),
@@ -63,7 +53,7 @@ def make_scheduler(name:str, config):
     cls, options, _ = SCHEDULERS[name]
     return getattr(diffusers, cls).from_config(config, **options)
 
-# %% ../nbs/04_generate.ipynb #c0716ba4
+# %% ../nbs/04_generate.ipynb #9555fa60
 def slerp(t:float, a, b):
     "Spherical interpolation from tensor `a` (t=0) to `b` (t=1), A1111's formula."
     an, bn = a / a.norm(), b / b.norm()
@@ -79,7 +69,7 @@ def initial_noise(seed:int, shape, variation_seed:int=None, variation_strength:f
     other = torch.randn(shape, generator=torch.Generator('cpu').manual_seed(variation_seed))
     return slerp(variation_strength, noise, other)
 
-# %% ../nbs/04_generate.ipynb #ec18854a
+# %% ../nbs/04_generate.ipynb #2f420558
 STATEMENT = 'AI-generated image made by text_to_face. It depicts no real person; it is an illustration of a description.'
 
 def a1111_parameters(r:dict):
@@ -102,7 +92,7 @@ def parse_parameters(text:str):
     fields = dict(re.findall(r'\s*([\w ]+): ("[^"]*"|[^,]*)', last))
     return {'prompt': prompt, 'negative_prompt': neg, **fields}
 
-# %% ../nbs/04_generate.ipynb #045848bc
+# %% ../nbs/04_generate.ipynb #eb230a85
 def save_png(image, record:dict, path):
     "Write `image` to `path` as PNG with its `parameters` and `t2f_record` text chunks, atomically."
     info = PngImagePlugin.PngInfo()
@@ -118,7 +108,7 @@ def read_record(path):
     if text is None: raise ValueError(f'{path} carries no text_to_face generation record')
     import json; return json.loads(text)
 
-# %% ../nbs/04_generate.ipynb #d2a336cc
+# %% ../nbs/04_generate.ipynb #0758ef32
 WATERMARK_BITS, WATERMARK_METHOD, WATERMARK_MIN_PX = 32, 'dwtDctSvd', 256
 
 def add_watermark(image, mark_id:str):
@@ -138,7 +128,7 @@ def read_watermark(image):
     bits = WatermarkDecoder('bits', WATERMARK_BITS).decode(bgr, WATERMARK_METHOD)
     return f"{int(''.join(str(int(b)) for b in bits), 2):08x}"
 
-# %% ../nbs/04_generate.ipynb #4e42c7c7
+# %% ../nbs/04_generate.ipynb #a14b2e2b
 def _lora_width(keys, shapes):
     for k in keys:
         if 'attn2' in k and 'to_k' in k and ('lora_A' in k or 'lora_down' in k or 'lora.down' in k): return shapes[k][1]
@@ -161,7 +151,7 @@ def check_lora(path, # a LoRA .safetensors file
         raise ValueError(f'{path} is a LoRA for {other} models (text width {width}); this model is {family} (width {cross_attention_dim})')
     return path
 
-# %% ../nbs/04_generate.ipynb #565befac
+# %% ../nbs/04_generate.ipynb #cbf30b43
 @dataclass
 class GeneratedImage:
     "One generated image, its generation record, and where it was written (if it was)."
@@ -177,7 +167,7 @@ def _versions():
     return {'text_to_face': __version__, 'torch': torch.__version__, 'diffusers': diffusers.__version__,
             'transformers': transformers.__version__, 'peft': peft.__version__, 'python': platform.python_version()}
 
-# %% ../nbs/04_generate.ipynb #9c285b0b
+# %% ../nbs/04_generate.ipynb #d3620665
 class FaceGenerator:
     "A Stable Diffusion 1.5 or SDXL pipeline, with LoRAs, loaded once, that makes images with provenance."
     def __init__(self, model:str, # registry name, tiny-* name or folder
@@ -195,7 +185,7 @@ class FaceGenerator:
         self.pipe = self._load()
         self.model_hash, self._embeds, self._img2img = model_hash(self.folder), {}, None
 
-# %% ../nbs/04_generate.ipynb #9ca122a4
+# %% ../nbs/04_generate.ipynb #f0db5d2b
 @patch_to(FaceGenerator)
 def _load(self):
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
@@ -225,7 +215,7 @@ def _apply_options(self, pipe):
     if o['compile']: pipe.unet = torch.compile(pipe.unet)
     return pipe
 
-# %% ../nbs/04_generate.ipynb #8d7f2fb5
+# %% ../nbs/04_generate.ipynb #f1a13217
 @patch_to(FaceGenerator)
 def _compel(self):
     from compel import CompelForSD, CompelForSDXL
@@ -248,7 +238,7 @@ def conditioning(self, prompts:list, negative:str):
     if self.family == 'sdxl': kw.update(pooled_prompt_embeds=cat('pooled_embeds'), negative_pooled_prompt_embeds=cat('negative_pooled_embeds'))
     return kw
 
-# %% ../nbs/04_generate.ipynb #495f53a4
+# %% ../nbs/04_generate.ipynb #8fdf7626
 MAX_SIZE = 2048
 
 def check_request(prompts, seeds, size, steps, guidance, negative_prompt=None, variation_strength=0.0):
@@ -268,7 +258,7 @@ def check_request(prompts, seeds, size, steps, guidance, negative_prompt=None, v
     if not (isinstance(variation_strength, (int, float)) and 0 <= variation_strength <= 1): raise ValueError(f'variation strength {variation_strength!r} must be from 0 to 1')
     return prompts, [int(s) for s in seeds]
 
-# %% ../nbs/04_generate.ipynb #4771660b
+# %% ../nbs/04_generate.ipynb #25cf0906
 @patch_to(FaceGenerator)
 def _record(self, request:dict):
     loras = [{'path': str(p), 'name': p.stem, 'sha256': cached_file_hash(p), 'weight': w} for p, w in self.loras]
@@ -277,7 +267,7 @@ def _record(self, request:dict):
     return {'id': params_hash(made, 8), **made, 'model_path': str(self.folder), 'versions': _versions(),
             'time': time.strftime('%Y-%m-%dT%H:%M:%S%z'), 'statement': STATEMENT}
 
-# %% ../nbs/04_generate.ipynb #a3dab032
+# %% ../nbs/04_generate.ipynb #2dc637ec
 @patch_to(FaceGenerator)
 def generate(self, prompts:list, seeds:list, negative_prompt:str=None, size:int=320, steps:int=25, guidance:float=7.0,
              scheduler:str='dpmpp-2m-karras', out_dir=None, variation_seed:int=None, variation_strength:float=0.0,
@@ -297,7 +287,7 @@ def generate(self, prompts:list, seeds:list, negative_prompt:str=None, size:int=
                      variation_seed=variation_seed, variation_strength=float(variation_strength), batch=batch(i)) for i, (p, s) in enumerate(zip(prompts, seeds))]
     return self._finish(images, requests, out_dir, names, extra)
 
-# %% ../nbs/04_generate.ipynb #c43684ad
+# %% ../nbs/04_generate.ipynb #45a2b1be
 @patch_to(FaceGenerator)
 def _finish(self, images, requests, out_dir, names=None, extra=None):
     out = []
@@ -317,7 +307,7 @@ def _write(g:GeneratedImage, out_dir, name:str):
     g.record['file_name'] = g.path.name
     save_png(g.image, g.record, g.path)
 
-# %% ../nbs/04_generate.ipynb #e022c140
+# %% ../nbs/04_generate.ipynb #506fd1a5
 @patch_to(FaceGenerator)
 def refine(self, image, # the image to refine: a path (recorded) or a PIL image
            prompt:str, seed:int, strength:float=0.5, negative_prompt:str=None, steps:int=25, guidance:float=7.0,
@@ -341,7 +331,7 @@ def refine(self, image, # the image to refine: a path (recorded) or a PIL image
                guidance=float(guidance), scheduler=scheduler, strength=float(strength), init_image=source)
     return self._finish(images, [req], out_dir, names)
 
-# %% ../nbs/04_generate.ipynb #d7cb9420
+# %% ../nbs/04_generate.ipynb #45994e92
 def generator_for(record:dict, device=None):
     "A FaceGenerator set up as the one that made `record`, after checking the model and LoRA hashes."
     gen = FaceGenerator(record['model'], [(l['path'], l['weight']) for l in record['loras']], device=device or record['device'],
@@ -368,7 +358,7 @@ def regenerate_image(path, gen:FaceGenerator=None, out_dir=None, name:str=None):
     if out_dir is not None: _write(g, out_dir, name or Path(path).stem + '-regenerated'); append_jsonl(Path(out_dir)/'generated.jsonl', [g.record])
     return g
 
-# %% ../nbs/04_generate.ipynb #bd4a9041
+# %% ../nbs/04_generate.ipynb #6cc8f2f3
 _LAST = {}
 GENERATOR_ARGS = ('device', 'dtype', 'fuse', *OPTIONS)
 
@@ -379,7 +369,7 @@ def generate_images(prompts, model:str, seeds, loras=(), **kwargs):
     if key not in _LAST: _LAST.clear(); _LAST[key] = FaceGenerator(model, loras, **setup)
     return _LAST[key].generate(prompts, seeds, **kwargs)
 
-# %% ../nbs/04_generate.ipynb #53c3bd8a
+# %% ../nbs/04_generate.ipynb #b33966e7
 def _csv_prompts(csv_path):
     import pandas as pd
     df = pd.read_csv(csv_path, dtype={'seed': 'Int64'}) if Path(csv_path).exists() else None
@@ -409,7 +399,7 @@ def generate_csv(gen:FaceGenerator, csv_path, out_dir, seed:int=0, batch_size:in
 def pd_isna(v):
     import pandas as pd; return pd.isna(v)
 
-# %% ../nbs/04_generate.ipynb #3408411b
+# %% ../nbs/04_generate.ipynb #41bd8937
 def _parse_lora(spec:str):
     path, _, weight = spec.rpartition(':')
     try: return (path, float(weight)) if path else (spec, 1.0)
@@ -423,7 +413,7 @@ def _description(description, attributes):
     if description is None: raise ValueError('give a description, --attributes or --csv')
     return description
 
-# %% ../nbs/04_generate.ipynb #a3e8998e
+# %% ../nbs/04_generate.ipynb #9652e9c1
 def generate(description:str=None, # what the face looks like, in words (or use --attributes or --csv)
              attributes:str=None, # attributes as JSON/YAML text or file (see the schema), instead of a description
              csv:str=None, # batch mode: CSV with a prompt/caption column and optional seed column
@@ -467,7 +457,7 @@ def regenerate(image:str, # a PNG made by text_to_face
     print(f"{out}: {'bit-identical to' if same else 'DIFFERS from'} {image}")
     return same
 
-# %% ../nbs/04_generate.ipynb #4846e376
+# %% ../nbs/04_generate.ipynb #9b855133
 def _bench_model(folder):
     "Write an SD 1.5-sized pipeline with random weights into `folder` (tiny tokenizer reused)."
     from diffusers import UNet2DConditionModel, AutoencoderKL, StableDiffusionPipeline, PNDMScheduler
@@ -486,7 +476,7 @@ def _bench_model(folder):
     StableDiffusionPipeline.save_lora_weights(Path(folder)/'lora', unet_lora_layers=get_peft_model_state_dict(unet))
     return Path(folder), Path(folder)/'lora'/'pytorch_lora_weights.safetensors'
 
-# %% ../nbs/04_generate.ipynb #a7fc756f
+# %% ../nbs/04_generate.ipynb #da8ab0f0
 def _time_setting(gen, scheduler, steps, size):
     "(median seconds per UNet call, seconds outside the UNet) of one image of `steps` steps, after a warm-up."
     calls, start = [], {}

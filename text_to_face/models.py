@@ -5,15 +5,15 @@
 # %% auto #0
 __all__ = ['MODELS', 'TINY_VERSION', 'TINY_BUILDERS', 'SD_BETAS', 'LLAVA_CHAT_TEMPLATE', 'ModelSpec', 'tiny', 'cache_dir',
            'build_tiny', 'ModelNotFound', 'resolve_model', 'write_clip_tokenizer', 'build_tiny_clip', 'build_tiny_sd15',
-           'build_tiny_sdxl', 'build_tiny_llava']
+           'build_tiny_sdxl', 'build_tiny_llava', 'model_family']
 
-# %% ../nbs/models.ipynb #08e2ad9f
+# %% ../nbs/models.ipynb #ebc943f3
 import gzip, json, os, shutil, tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from .core import *
 
-# %% ../nbs/models.ipynb #e7170e70
+# %% ../nbs/models.ipynb #0f998cfa
 @dataclass(frozen=True)
 class ModelSpec:
     "A network the pipeline can use: where it comes from and what it is."
@@ -31,7 +31,7 @@ MODELS = {
     'clip-vit-l-14': ModelSpec('openai/clip-vit-large-patch14', 'clip', 'CLIP ViT-L/14, for CLIP scores in evaluation'),
 }
 
-# %% ../nbs/models.ipynb #45bddd1f
+# %% ../nbs/models.ipynb #022293ba
 TINY_VERSION = 1
 TINY_BUILDERS = {}
 
@@ -44,7 +44,7 @@ def cache_dir():
     "Where text_to_face keeps what it builds: `$T2F_CACHE`, else `~/.cache/text_to_face`."
     return Path(os.environ.get('T2F_CACHE', Path.home()/'.cache'/'text_to_face'))
 
-# %% ../nbs/models.ipynb #d1da7d73
+# %% ../nbs/models.ipynb #b7c43dc0
 def build_tiny(name:str):
     "The folder of tiny model `name`, building it first if it is not in the cache."
     if name not in TINY_BUILDERS: raise ModelNotFound(f'unknown tiny model {name!r}; tiny models are {sorted(TINY_BUILDERS)}')
@@ -60,7 +60,7 @@ def build_tiny(name:str):
     finally: shutil.rmtree(work, ignore_errors=True)
     return final
 
-# %% ../nbs/models.ipynb #5947dd07
+# %% ../nbs/models.ipynb #3f429836
 class ModelNotFound(LookupError):
     "A model that is not on this machine; the message says how to get it."
 
@@ -85,7 +85,7 @@ def resolve_model(name:str, # registry name, `tiny-*` name, or path of a local f
     try: return Path(snapshot_download(spec.source))
     except Exception as e: raise _not_found(name, spec) from e
 
-# %% ../nbs/models.ipynb #4410f8ed
+# %% ../nbs/models.ipynb #6a4aba41
 def write_clip_tokenizer(folder, # where to save the tokenizer files
                          max_length:int=77): # CLIP's context length
     "Save a transformers `CLIPTokenizer` built from the CLIP BPE merges that open_clip ships; return it."
@@ -102,7 +102,7 @@ def write_clip_tokenizer(folder, # where to save the tokenizer files
     tok.save_pretrained(folder)
     return tok
 
-# %% ../nbs/models.ipynb #1aa2a2be
+# %% ../nbs/models.ipynb #805bb8cf
 @tiny('tiny-clip')
 def build_tiny_clip(folder):
     "A tiny random-weight CLIP model with the real CLIP tokenizer, saved like `openai/clip-vit-large-patch14`."
@@ -116,7 +116,7 @@ def build_tiny_clip(folder):
     write_clip_tokenizer(folder)
     CLIPImageProcessor(size={'shortest_edge': 32}, crop_size={'height': 32, 'width': 32}).save_pretrained(folder)
 
-# %% ../nbs/models.ipynb #e5ff8cae
+# %% ../nbs/models.ipynb #bc676221
 def _tiny_vae(seed=0):
     from diffusers import AutoencoderKL
     import torch; torch.manual_seed(seed)
@@ -138,7 +138,7 @@ def _tiny_unet(seed=0, **extra):
                                 down_block_types=('DownBlock2D', 'CrossAttnDownBlock2D'), norm_num_groups=8,
                                 up_block_types=('CrossAttnUpBlock2D', 'UpBlock2D'), **extra)
 
-# %% ../nbs/models.ipynb #10145e9e
+# %% ../nbs/models.ipynb #a3e8fb4f
 SD_BETAS = dict(beta_start=0.00085, beta_end=0.012, beta_schedule='scaled_linear', num_train_timesteps=1000, steps_offset=1)
 
 @tiny('tiny-sd15')
@@ -169,7 +169,7 @@ def build_tiny_sdxl(folder):
                                      scheduler=EulerDiscreteScheduler(**SD_BETAS, timestep_spacing='leading'))
     shutil.rmtree(tok_dir); pipe.save_pretrained(folder)
 
-# %% ../nbs/models.ipynb #d6cb7d8c
+# %% ../nbs/models.ipynb #5dbd453b
 LLAVA_CHAT_TEMPLATE = (  # the template of llava-hf/llava-1.5-*-hf
     "{% for message in messages %}{% if message['role'] != 'system' %}{{ message['role'].upper() + ': '}}{% endif %}"
     "{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}{{ '<image>\n' }}{% endfor %}"
@@ -208,3 +208,13 @@ def build_tiny_llava(folder):
     LlavaProcessor(image_processor=CLIPImageProcessor(size={'shortest_edge': 32}, crop_size={'height': 32, 'width': 32}),
                    tokenizer=tok, patch_size=8, vision_feature_select_strategy='default', num_additional_image_tokens=1,
                    chat_template=LLAVA_CHAT_TEMPLATE, image_token='<image>').save_pretrained(folder)
+
+# %% ../nbs/models.ipynb #4af8745a
+def model_family(folder):
+    "`'sd15'` or `'sdxl'`, from the pipeline class named in `folder/model_index.json`."
+    index = read_json(Path(folder)/'model_index.json')
+    if index is None: raise ValueError(f'{folder} has no model_index.json: it is not a diffusers pipeline folder')
+    name = index.get('_class_name', '')
+    if 'StableDiffusionXL' in name: return 'sdxl'
+    if name.startswith('StableDiffusion'): return 'sd15'
+    raise ValueError(f'{folder} holds a {name}, not a Stable Diffusion 1.5 or SDXL pipeline')
