@@ -81,3 +81,25 @@ def test_failed_stage_cancels_the_rest(cluster, tmp_path):
     log = re.search(r'its log: (\S+);', done.stderr).group(1)
     assert Path(log).exists()
     for stage in ['train', 'evaluate']: assert re.search(rf'{stage}: (CANCELLED|FAILED)', done.stdout), done.stdout
+
+def test_killed_training_job_resumes_when_resubmitted(cluster, tmp_path):
+    "A training job cancelled by the scheduler after a checkpoint, submitted again, finishes with the LoRA of a run never stopped."
+    import torch, yaml
+    from safetensors.torch import load_file
+    from text_to_face.train import lfw_dataset, train
+    options = dict(model='tiny-sd15', steps=40, resolution=64, validate_every=0, checkpoint_every=5, resume=True, progress=False)
+    for run in (tmp_path/'killed', tmp_path/'clean'): lfw_dataset(run/'dataset')
+    params = tmp_path/'train.yaml'; params.write_text(yaml.safe_dump({'options': options}))
+    args = ['--cpus-per-task=1', '--mem=3G', '--gres=none', f'--output={tmp_path}/%x-%j.out', 'slurm/train.sbatch', str(tmp_path/'killed'), str(params)]
+    first = sbatch(*args)
+    checkpoints = tmp_path/'killed'/'lora'/'checkpoints'
+    end = time.time() + 600
+    while time.time() < end and not list(checkpoints.glob('checkpoint-*')): time.sleep(0.5)
+    subprocess.run(['scancel', first], check=True)
+    assert job_state(first)[0] == 'CANCELLED'
+    assert not (tmp_path/'killed'/'lora'/'pytorch_lora_weights.safetensors').exists(), 'the job finished before it was cancelled'
+    second = sbatch(*args)
+    assert job_state(second) == ('COMPLETED', '0:0'), (tmp_path/f't2f-train-{second}.out').read_text()[-3000:]
+    train(tmp_path/'clean', **options)
+    a, b = (load_file(r/'lora'/'pytorch_lora_weights.safetensors') for r in (tmp_path/'killed', tmp_path/'clean'))
+    assert sorted(a) == sorted(b) and all(torch.equal(a[k], b[k]) for k in a)

@@ -6,13 +6,13 @@
 __all__ = ['DEMO_DESCRIPTION', 'STAGES', 'demo', 'read_config', 'stage_call', 'run_local', 'submit_slurm', 'job_notebook',
            'cli_args', 'wait_for_jobs', 'pipeline', 'verify_model', 'download', 'export_merged', 'tiny_config']
 
-# %% ../nbs/pipeline.ipynb #70b05f2f
+# %% ../nbs/pipeline.ipynb #7ebc2185
 import json, os, shutil, subprocess, sys, time, warnings
 from pathlib import Path
 import numpy as np, yaml
 from .core import *
 
-# %% ../nbs/pipeline.ipynb #d61d3ff1
+# %% ../nbs/pipeline.ipynb #9c8ae479
 DEMO_DESCRIPTION = {'sex': 'female', 'age': '26-35', 'hair_colour': 'red', 'hair_length': 'long', 'eye_colour': 'green'}
 
 def demo(run_dir:str='t2f-demo', # run directory to create or resume
@@ -47,7 +47,7 @@ def demo(run_dir:str='t2f-demo', # run directory to create or resume
           'then `t2f pipeline CONFIG.yaml` (see the README).')
     return run
 
-# %% ../nbs/pipeline.ipynb #d207870c
+# %% ../nbs/pipeline.ipynb #ced1490b
 STAGES = ['preprocess', 'caption', 'dataset', 'train', 'generate', 'evaluate']
 
 def read_config(path):
@@ -71,7 +71,7 @@ def stage_call(cfg:dict, stage:str):
                           'evaluate': ('evaluate', 'evaluate', dict(run_dir=str(run)))}[stage]
     return getattr(importlib.import_module(f'text_to_face.{module}'), name), {**args, **opts}
 
-# %% ../nbs/pipeline.ipynb #6f0b7246
+# %% ../nbs/pipeline.ipynb #66279a21
 def run_local(cfg:dict, stages=None, progress:bool=True):
     "Run the config's stages in order in this process; the list of (stage, 'ran' or 'skipped')."
     run, done = Path(cfg['run_dir']), []
@@ -85,7 +85,7 @@ def run_local(cfg:dict, stages=None, progress:bool=True):
         done.append((stage, 'ran'))
     return done
 
-# %% ../nbs/pipeline.ipynb #a823872a
+# %% ../nbs/pipeline.ipynb #b0a1585f
 def _papermill_params(cfg, stage):
     "The papermill parameters of a stage job: the run directory, the photos or faces, and `options`."
     func, kwargs = stage_call(cfg, stage)
@@ -123,7 +123,7 @@ def submit_slurm(cfg:dict, repo=None, stages=None):
     write_json(run/'.pipeline'/'jobs.json', [{'stage': s, 'job': j} for s, j in jobs])  # in submission order
     return jobs
 
-# %% ../nbs/pipeline.ipynb #f679485a
+# %% ../nbs/pipeline.ipynb #239532e5
 def job_notebook(notebook, # a stage notebook, e.g. nbs/03_train.ipynb
                  dest): # where to write the job's copy
     "Write the stage notebook without its test and demonstration cells: exports, setup and the Run section."
@@ -141,7 +141,7 @@ def job_notebook(notebook, # a stage notebook, e.g. nbs/03_train.ipynb
     Path(dest).parent.mkdir(parents=True, exist_ok=True); nbformat.write(nb, dest)
     return Path(dest)
 
-# %% ../nbs/pipeline.ipynb #0ab63148
+# %% ../nbs/pipeline.ipynb #d98def72
 def cli_args(params_yaml): # a stage job's parameter file
     "The `options` of a stage job's parameter file as shell-quoted `t2f` command-line options."
     import shlex
@@ -153,7 +153,7 @@ def cli_args(params_yaml): # a stage job's parameter file
         elif v is not None: out += [flag, str(v)]
     return ' '.join(shlex.quote(o) for o in out)
 
-# %% ../nbs/pipeline.ipynb #88144215
+# %% ../nbs/pipeline.ipynb #97d5cc8e
 def wait_for_jobs(jobs, poll:float=2, timeout:float=24 * 3600):
     "Wait until the (stage, job id) jobs have ended; their final states."
     states, end = {}, time.time() + timeout
@@ -188,7 +188,7 @@ def pipeline(config:str, # YAML config: run_dir, photos, and a section per stage
                            f'cancelled after it: {[s for s in failed if s != first]}')
     return states
 
-# %% ../nbs/pipeline.ipynb #64c2600a
+# %% ../nbs/pipeline.ipynb #9da4d049
 def verify_model(folder):
     "Check every safetensors file of a model folder opens and every JSON file parses; the total size in bytes."
     from safetensors import safe_open
@@ -213,7 +213,7 @@ def download(names:list): # registry names, e.g. realvisxl4 llava-13b clip-vit-l
         except Exception as e: raise ModelNotFound(f'could not download {name} ({MODELS[name].source}): {type(e).__name__}: {e}') from e
         print(f'{name}: {verify_model(folder) / 1e9:.2f} GB in {folder}')
 
-# %% ../nbs/pipeline.ipynb #ba5b76dc
+# %% ../nbs/pipeline.ipynb #4dbaa90f
 def export_merged(base:str, # base model: registry name, tiny-* name or folder
                   lora:str, # LoRA .safetensors file (or the folder holding pytorch_lora_weights.safetensors)
                   out:str, # folder to create
@@ -232,7 +232,7 @@ def export_merged(base:str, # base model: registry name, tiny-* name or folder
     pipe.save_pretrained(tmp); os.replace(tmp, out)
     print(f'wrote {out}'); return out
 
-# %% ../nbs/pipeline.ipynb #1948ad58
+# %% ../nbs/pipeline.ipynb #df4f5688
 def tiny_config(folder, photos=None):
     "Write a pipeline config for the tiny models on the built-in sample (what tests and clusters try first); its path."
     from text_to_face.sample import sample_photos
