@@ -5,15 +5,15 @@
 # %% auto #0
 __all__ = ['MODELS', 'TINY_VERSION', 'TINY_BUILDERS', 'SD_BETAS', 'LLAVA_CHAT_TEMPLATE', 'ModelSpec', 'tiny', 'cache_dir',
            'build_tiny', 'ModelNotFound', 'resolve_model', 'write_clip_tokenizer', 'build_tiny_clip', 'build_tiny_sd15',
-           'build_tiny_sdxl', 'build_tiny_llava', 'model_family']
+           'build_tiny_sdxl', 'build_tiny_llava', 'model_family', 'build_tiny_lm']
 
-# %% ../nbs/models.ipynb #ebc943f3
+# %% ../nbs/models.ipynb #2547af08
 import gzip, json, os, shutil, tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from .core import *
 
-# %% ../nbs/models.ipynb #0f998cfa
+# %% ../nbs/models.ipynb #8bd732b7
 @dataclass(frozen=True)
 class ModelSpec:
     "A network the pipeline can use: where it comes from and what it is."
@@ -31,7 +31,7 @@ MODELS = {
     'clip-vit-l-14': ModelSpec('openai/clip-vit-large-patch14', 'clip', 'CLIP ViT-L/14, for CLIP scores in evaluation'),
 }
 
-# %% ../nbs/models.ipynb #022293ba
+# %% ../nbs/models.ipynb #d14b4978
 TINY_VERSION = 1
 TINY_BUILDERS = {}
 
@@ -44,7 +44,7 @@ def cache_dir():
     "Where text_to_face keeps what it builds: `$T2F_CACHE`, else `~/.cache/text_to_face`."
     return Path(os.environ.get('T2F_CACHE', Path.home()/'.cache'/'text_to_face'))
 
-# %% ../nbs/models.ipynb #b7c43dc0
+# %% ../nbs/models.ipynb #5a2e0fe6
 def build_tiny(name:str):
     "The folder of tiny model `name`, building it first if it is not in the cache."
     if name not in TINY_BUILDERS: raise ModelNotFound(f'unknown tiny model {name!r}; tiny models are {sorted(TINY_BUILDERS)}')
@@ -60,7 +60,7 @@ def build_tiny(name:str):
     finally: shutil.rmtree(work, ignore_errors=True)
     return final
 
-# %% ../nbs/models.ipynb #3f429836
+# %% ../nbs/models.ipynb #0120f720
 class ModelNotFound(LookupError):
     "A model that is not on this machine; the message says how to get it."
 
@@ -85,7 +85,7 @@ def resolve_model(name:str, # registry name, `tiny-*` name, or path of a local f
     try: return Path(snapshot_download(spec.source))
     except Exception as e: raise _not_found(name, spec) from e
 
-# %% ../nbs/models.ipynb #6a4aba41
+# %% ../nbs/models.ipynb #5308b114
 def write_clip_tokenizer(folder, # where to save the tokenizer files
                          max_length:int=77): # CLIP's context length
     "Save a transformers `CLIPTokenizer` built from the CLIP BPE merges that open_clip ships; return it."
@@ -102,7 +102,7 @@ def write_clip_tokenizer(folder, # where to save the tokenizer files
     tok.save_pretrained(folder)
     return tok
 
-# %% ../nbs/models.ipynb #805bb8cf
+# %% ../nbs/models.ipynb #a05c0948
 @tiny('tiny-clip')
 def build_tiny_clip(folder):
     "A tiny random-weight CLIP model with the real CLIP tokenizer, saved like `openai/clip-vit-large-patch14`."
@@ -116,7 +116,7 @@ def build_tiny_clip(folder):
     write_clip_tokenizer(folder)
     CLIPImageProcessor(size={'shortest_edge': 32}, crop_size={'height': 32, 'width': 32}).save_pretrained(folder)
 
-# %% ../nbs/models.ipynb #bc676221
+# %% ../nbs/models.ipynb #c18f7646
 def _tiny_vae(seed=0):
     from diffusers import AutoencoderKL
     import torch; torch.manual_seed(seed)
@@ -138,7 +138,7 @@ def _tiny_unet(seed=0, **extra):
                                 down_block_types=('DownBlock2D', 'CrossAttnDownBlock2D'), norm_num_groups=8,
                                 up_block_types=('CrossAttnUpBlock2D', 'UpBlock2D'), **extra)
 
-# %% ../nbs/models.ipynb #a3e8fb4f
+# %% ../nbs/models.ipynb #5a3616e2
 SD_BETAS = dict(beta_start=0.00085, beta_end=0.012, beta_schedule='scaled_linear', num_train_timesteps=1000, steps_offset=1)
 
 @tiny('tiny-sd15')
@@ -169,7 +169,7 @@ def build_tiny_sdxl(folder):
                                      scheduler=EulerDiscreteScheduler(**SD_BETAS, timestep_spacing='leading'))
     shutil.rmtree(tok_dir); pipe.save_pretrained(folder)
 
-# %% ../nbs/models.ipynb #5dbd453b
+# %% ../nbs/models.ipynb #500e6c68
 LLAVA_CHAT_TEMPLATE = (  # the template of llava-hf/llava-1.5-*-hf
     "{% for message in messages %}{% if message['role'] != 'system' %}{{ message['role'].upper() + ': '}}{% endif %}"
     "{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}{{ '<image>\n' }}{% endfor %}"
@@ -209,7 +209,7 @@ def build_tiny_llava(folder):
                    tokenizer=tok, patch_size=8, vision_feature_select_strategy='default', num_additional_image_tokens=1,
                    chat_template=LLAVA_CHAT_TEMPLATE, image_token='<image>').save_pretrained(folder)
 
-# %% ../nbs/models.ipynb #4af8745a
+# %% ../nbs/models.ipynb #5659e240
 def model_family(folder):
     "`'sd15'` or `'sdxl'`, from the pipeline class named in `folder/model_index.json`."
     index = read_json(Path(folder)/'model_index.json')
@@ -218,3 +218,19 @@ def model_family(folder):
     if 'StableDiffusionXL' in name: return 'sdxl'
     if name.startswith('StableDiffusion'): return 'sd15'
     raise ValueError(f'{folder} holds a {name}, not a Stable Diffusion 1.5 or SDXL pipeline')
+
+# %% ../nbs/models.ipynb #2b32d284
+@tiny('tiny-lm')
+def build_tiny_lm(folder):
+    "A tiny random-weight Llama chat model with the CLIP-vocabulary chat tokenizer, saved like any causal LM folder."
+    import torch
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+    tok = _chat_tokenizer(folder)
+    tok.chat_template = ("{% for m in messages %}{{ m['role'] | upper }}: {{ m['content'] }}\n{% endfor %}"
+                         "{% if add_generation_prompt %}ASSISTANT:{% endif %}")  # plain-text messages, as text models take them
+    ids = dict(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), max_position_embeddings=512, hidden_size=32, intermediate_size=64,
+                                         num_hidden_layers=2, num_attention_heads=4, **ids))
+    model.generation_config = GenerationConfig(**ids)
+    model.save_pretrained(folder); tok.save_pretrained(folder)
