@@ -6,12 +6,11 @@
 __all__ = ['PROMPTS', 'SEX_WORDS', 'FACE_PARTS', 'DECADES', 'PREAMBLES', 'REFUSALS', 'NAME_CUES', 'NOT_NAMES', 'SENTENCE_STARTS',
            'SWAP_SEX', 'RACES', 'PERSON', 'COLOURS', 'load_prompt', 'age_of', 'age_band', 'face_marks',
            'attribute_clauses', 'attribute_caption', 'strip_preamble', 'sentences', 'has_name', 'is_repetitive',
-           'Cleaned', 'clean_caption', 'merge_attributes', 'clip_tokenizer', 'clip_tokens', 'clauses',
-           'training_caption', 'finish_caption', 'load_captioner', 'chat_prompt', 'FaceImages', 'Collate',
-           'GenerationSettings', 'generate_batch', 'parse_shard', 'caption_summary', 'merge_captions', 'caption',
-           'bench_caption']
+           'Cleaned', 'clean_caption', 'merge_attributes', 'clauses', 'training_caption', 'finish_caption',
+           'load_captioner', 'chat_prompt', 'FaceImages', 'Collate', 'GenerationSettings', 'generate_batch',
+           'parse_shard', 'caption_summary', 'merge_captions', 'caption', 'bench_caption']
 
-# %% ../nbs/01_caption.ipynb #4fdb155c
+# %% ../nbs/01_caption.ipynb #c91566fc
 import json, math, os, re, time, warnings
 from collections import Counter
 from dataclasses import dataclass, asdict
@@ -22,8 +21,9 @@ from PIL import Image
 from tqdm.auto import tqdm
 from .core import *
 from .models import resolve_model
+from .schema import clip_tokens
 
-# %% ../nbs/01_caption.ipynb #711f9f00
+# %% ../nbs/01_caption.ipynb #e7e6e777
 PROMPTS = {
     'forensic-v1': (
         "Describe this person's face for a forensic sketch artist, in plain sentences. Start with \"A mugshot of\" and state "
@@ -41,7 +41,7 @@ def load_prompt(prompt:str='forensic-v1'): # a key of `PROMPTS`, or a text file 
     if not text: raise ValueError(f'prompt file {path} is empty')
     return f'{path.stem}-{params_hash(text, 8)}', text
 
-# %% ../nbs/01_caption.ipynb #104c47b7
+# %% ../nbs/01_caption.ipynb #75c6bfb4
 def _parse_date(s):
     for fmt in ('%m/%d/%Y', '%Y-%m-%d', '%d.%m.%Y', '%Y/%m/%d'):
         try: return datetime.strptime(str(s).strip(), fmt).date()
@@ -58,7 +58,7 @@ def age_band(age):
     "The decade of `age` as a label ('30s'), or 'unknown'."
     return 'unknown' if age is None else f'{min(age // 10 * 10, 80)}s'
 
-# %% ../nbs/01_caption.ipynb #adeab13e
+# %% ../nbs/01_caption.ipynb #cae5b0b7
 SEX_WORDS = {'m': 'male', 'male': 'male', 'man': 'male', 'f': 'female', 'female': 'female', 'woman': 'female'}
 FACE_PARTS = r'\b(face|facial|head|forehead|neck|throat|cheeks?|eyebrows?|brows?|eyes?|eyelids?|nose|lips?|mouth|chin|jaw|ears?|temples?|scalp)\b'
 
@@ -80,7 +80,7 @@ def face_marks(marks:str):
     "The marks (separated by ';') that are on the head, face or neck."
     return [m.strip() for m in str(marks or '').split(';') if re.search(FACE_PARTS, m, re.I)]
 
-# %% ../nbs/01_caption.ipynb #8db48702
+# %% ../nbs/01_caption.ipynb #8dcd4d9e
 def attribute_clauses(meta:dict):
     "Clauses describing what the metadata `meta` knows about a face, most important first."
     sex, race, age = _sex(meta), _val(meta, 'race'), age_of(meta)
@@ -111,7 +111,7 @@ def attribute_caption(meta:dict):
     clauses = attribute_clauses(meta)
     return ', '.join(clauses) + '.' if clauses else ''
 
-# %% ../nbs/01_caption.ipynb #c69f63f6
+# %% ../nbs/01_caption.ipynb #76f6e3e0
 PREAMBLES = [r"^(sure|certainly|of course|okay)[,!.]*\s*",
              r"^here(?:'s| is) (?:a |an |the )?(?:\w+ )?description(?: of (?:the|this) \w+)?\s*[:.]\s*",
              r"^(?:in )?(?:the|this) (?:image|photo|photograph|picture|mugshot)(?: shows| depicts| features| presents| is of| contains)?\s*[,:]?\s*"]
@@ -142,7 +142,7 @@ def has_name(sentence:str):
         if len(words) >= 2 and not any(w.lower() in NOT_NAMES for w in words): return True
     return False
 
-# %% ../nbs/01_caption.ipynb #be475a2b
+# %% ../nbs/01_caption.ipynb #48f44458
 def is_repetitive(text:str, n:int=4, max_repeats:int=2, min_distinct:float=0.3):
     "Whether `text` loops: an `n`-word phrase occurs more than `max_repeats` times, or under `min_distinct` of its words differ."
     words = re.findall(r"[a-z0-9']+", text.lower())
@@ -176,7 +176,7 @@ def clean_caption(raw:str, # the decoded model output
     if len(text.split()) < min_words: return Cleaned('', 'names only' if named else 'too short', tuple(notes))
     return Cleaned(text, '', tuple(notes))
 
-# %% ../nbs/01_caption.ipynb #8ccb9f23
+# %% ../nbs/01_caption.ipynb #d403b584
 SWAP_SEX = {'female': {'man': 'woman', 'men': 'women', 'male': 'female', 'he': 'she', 'his': 'her', 'him': 'her', 'boy': 'girl', 'gentleman': 'lady', 'himself': 'herself'},
             'male': {'woman': 'man', 'women': 'men', 'female': 'male', 'she': 'he', 'her': 'his', 'hers': 'his', 'girl': 'boy', 'lady': 'gentleman', 'herself': 'himself'}}
 RACES = {'white': ('white', 'caucasian', 'european'), 'black': ('black', 'african american', 'african-american', 'african'),
@@ -191,7 +191,7 @@ def _swap_words(text, table):
 
 def _fix_articles(text): return re.sub(r'\b([Aa])n? (?=(\w))', lambda m: m[1] + ('n ' if m[2].lower() in 'aeiou' else ' '), text)
 
-# %% ../nbs/01_caption.ipynb #d58018d4
+# %% ../nbs/01_caption.ipynb #9b329f3c
 def _race_claims(text):
     words = sorted((w for ws in RACES.values() for w in ws), key=len, reverse=True)
     return [(m, next(k for k, ws in RACES.items() if m[1].lower() in ws))
@@ -223,22 +223,12 @@ def merge_attributes(vlm_caption:str, # a cleaned model caption
         if fixed: kept.append(fixed)
     return ' '.join(kept), sorted(found)
 
-# %% ../nbs/01_caption.ipynb #5c73dbec
-@lru_cache(1)
-def clip_tokenizer():
-    "The CLIP tokenizer of Stable Diffusion (built offline, like `tiny-clip`'s)."
-    from transformers import CLIPTokenizer
-    return CLIPTokenizer.from_pretrained(resolve_model('tiny-clip'), model_max_length=1_000_000)  # we count, never truncate
-
-def clip_tokens(text:str):
-    "How many CLIP tokens `text` takes, start and end tokens included."
-    return len(clip_tokenizer()(text, truncation=False).input_ids)
-
+# %% ../nbs/01_caption.ipynb #5adfefd5
 def clauses(text:str):
     "`text` split after sentence ends, commas and semicolons, each piece keeping its punctuation."
     return [c for c in re.split(r'(?<=[.!?,;])\s+', text.strip()) if c]
 
-# %% ../nbs/01_caption.ipynb #665201f0
+# %% ../nbs/01_caption.ipynb #5b9fdfc3
 def training_caption(parts:list, # clauses in order of importance (see `clauses`)
                      max_tokens:int=77): # CLIP's limit, start and end tokens included
     "The longest prefix of whole `parts` that fits `max_tokens`, ending in a full stop; a first part too long is cut between words."
@@ -253,7 +243,7 @@ def training_caption(parts:list, # clauses in order of importance (see `clauses`
     while words and clip_tokens(close(' '.join(words))) > max_tokens: words.pop()
     return close(' '.join(words)) if words else ''
 
-# %% ../nbs/01_caption.ipynb #086bcb64
+# %% ../nbs/01_caption.ipynb #b1a4f468
 def finish_caption(raw:str, # decoded model output
                    meta:dict, # the face's row of faces/metadata.jsonl
                    hit_limit:bool=False, # generation stopped at the token limit
@@ -270,7 +260,7 @@ def finish_caption(raw:str, # decoded model output
             'status': status, 'reason': cleaned.reason or ('' if vlm else 'nothing left after correction'),
             'notes': list(cleaned.notes), 'raw': raw, 'attributes': attr_text, 'disagreements': disagreements}
 
-# %% ../nbs/01_caption.ipynb #15a573ab
+# %% ../nbs/01_caption.ipynb #492f4e8c
 def load_captioner(model:str='llava-13b', # registry name, tiny-* name or local folder
                    device=None, # torch device (default: CUDA if available)
                    dtype=None): # 'fp32', 'fp16', 'bf16' (default: the project's policy)
@@ -288,7 +278,7 @@ def chat_prompt(processor, text:str):
     if getattr(processor, 'chat_template', None): return processor.apply_chat_template(chat, add_generation_prompt=True)
     return f'USER: <image>\n{text} ASSISTANT:'  # LLaVA-1.5's format, for processors saved without a template
 
-# %% ../nbs/01_caption.ipynb #35d03bef
+# %% ../nbs/01_caption.ipynb #a3ae817d
 class FaceImages:
     "The face crops of a preprocess output folder, decoded to RGB (a map-style dataset)."
     def __init__(self, faces_dir, names): self.faces_dir, self.names = Path(faces_dir), list(names)
@@ -306,7 +296,7 @@ class Collate:
         inputs = self.processor(images=[img for _, img in ok], text=[self.prompt] * len(ok), return_tensors='pt', padding=True) if ok else None
         return {'index': [i for i, _ in ok], 'inputs': inputs, 'errors': {i: err for i, _, err in items if err}}
 
-# %% ../nbs/01_caption.ipynb #88946af5
+# %% ../nbs/01_caption.ipynb #50617ead
 @dataclass(frozen=True)
 class GenerationSettings:
     "How captions are generated (stored with the job, so that a resumed job generates the same way)."
@@ -328,7 +318,7 @@ def generate_batch(processor, vlm, inputs, s:GenerationSettings, seed:int):
 
 def _as_list(x): return [] if x is None else list(x) if isinstance(x, (list, tuple)) else [x]
 
-# %% ../nbs/01_caption.ipynb #87baea6e
+# %% ../nbs/01_caption.ipynb #a45722df
 def parse_shard(shard:str=None):
     "(index, count) from 'i/n', or (0, 1) for no sharding."
     if shard is None: return 0, 1
@@ -343,7 +333,7 @@ def _process_share(index, count):
     state = PartialState(cpu=os.environ.get('ACCELERATE_USE_CPU', '').lower() in ('1', 'true', 'yes'))  # `accelerate launch --cpu`
     return index * state.num_processes + state.process_index, count * state.num_processes, state
 
-# %% ../nbs/01_caption.ipynb #d06173fc
+# %% ../nbs/01_caption.ipynb #2626b5a5
 def _output_path(run, index, count): return run/('captions.jsonl' if count == 1 else f'captions-{index}-of-{count}.jsonl')
 
 def _check_settings(run, path, settings):
@@ -357,7 +347,7 @@ def _check_settings(run, path, settings):
 
 def _batches(n, batch_size): return [list(range(s, min(s + batch_size, n))) for s in range(0, n, batch_size)]
 
-# %% ../nbs/01_caption.ipynb #6ae4362c
+# %% ../nbs/01_caption.ipynb #deef5b40
 def _caption_rows(faces, mine, path, settings, model, batch_size, workers, device, dtype, progress):
     "Caption the faces `mine` (rows of metadata.jsonl) into `path`, skipping the rows it already has."
     from torch.utils.data import DataLoader
@@ -383,7 +373,7 @@ def _caption_rows(faces, mine, path, settings, model, batch_size, workers, devic
         append_jsonl(path, [r for r in rows if r['file_name'] not in done]); bar.update(len(batches[k]))
     bar.close()
 
-# %% ../nbs/01_caption.ipynb #73bd8d83
+# %% ../nbs/01_caption.ipynb #4486244d
 def caption_summary(run_dir, rows):
     "Count statuses, reasons, repairs and disagreements of caption `rows`; write RUN/captions_summary.json."
     count = lambda xs: dict(sorted(Counter(xs).items()))
@@ -410,7 +400,7 @@ def merge_captions(run_dir:str, # run directory holding captions-*-of-*.jsonl
     record_config(run, 'caption-merge', {'shards': [p.name for p in shards]})
     return caption_summary(run, rows)
 
-# %% ../nbs/01_caption.ipynb #a4cbb936
+# %% ../nbs/01_caption.ipynb #cf28895f
 def caption(faces_dir:str, # preprocess output folder (crops + metadata.jsonl)
             model:str='llava-13b', # captioner: registry name ('llava-13b', 'llava-7b'), tiny-* name or local folder
             batch_size:int=8, # images per generate call
@@ -444,7 +434,7 @@ def caption(faces_dir:str, # preprocess output folder (crops + metadata.jsonl)
     record_config(run, 'caption', settings)
     return summary
 
-# %% ../nbs/01_caption.ipynb #cf7f9c6e
+# %% ../nbs/01_caption.ipynb #e1bf7d93
 def bench_caption(model:str='tiny-llava', # captioner to time
                   n:int=64, # images
                   batch_size:int=32, # batch of the batched run

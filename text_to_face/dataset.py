@@ -6,16 +6,17 @@
 __all__ = ['ATTRIBUTES', 'STRATA', 'ATTRIBUTE_WORDS', 'dataset_rows', 'split_people', 'dataset_stats', 'write_split',
            'build_dataset']
 
-# %% ../nbs/02_dataset.ipynb #721d0c08
+# %% ../nbs/02_dataset.ipynb #05fbbee8
 import os, re, shutil, warnings
 from collections import Counter
 from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 from .core import *
-from .caption import age_of, age_band, clip_tokens
+from .caption import age_of, age_band
+from .schema import clip_tokens
 
-# %% ../nbs/02_dataset.ipynb #a20a7af8
+# %% ../nbs/02_dataset.ipynb #f5d34ea8
 ATTRIBUTES = ('sex', 'race', 'age', 'age_band', 'hair', 'eyes', 'height', 'weight', 'marks')
 
 def dataset_rows(run_dir):
@@ -34,7 +35,7 @@ def dataset_rows(run_dir):
                      **attrs, 'age': age, 'age_band': age_band(age), 'caption_status': c['status'], 'source': meta.get('source', '')})
     return rows, dict(left_out)
 
-# %% ../nbs/02_dataset.ipynb #d14a5962
+# %% ../nbs/02_dataset.ipynb #35f483c0
 STRATA = ('sex', 'race', 'age_band')
 
 def split_people(rows:list, # dataset rows (dicts with person_id and the attributes)
@@ -49,7 +50,7 @@ def split_people(rows:list, # dataset rows (dicts with person_id and the attribu
     if not chosen and val_fraction > 0 and len(people) > 1: chosen = {people[len(people) // 2]}  # at least one
     return chosen
 
-# %% ../nbs/02_dataset.ipynb #e65996eb
+# %% ../nbs/02_dataset.ipynb #8aa7ddaa
 ATTRIBUTE_WORDS = ('man', 'woman', 'white', 'black', 'hispanic', 'asian', 'brown', 'blond', 'gray', 'red', 'blue', 'green', 'hazel',
                    'bald', 'beard', 'moustache', 'mustache', 'stubble', 'goatee', 'glasses', 'earring', 'scar', 'tattoo', 'mole',
                    'freckles', 'wrinkles', 'round', 'oval', 'square', 'long', 'narrow', 'thin', 'thick', 'curly', 'straight', 'smiling')
@@ -71,7 +72,7 @@ def dataset_stats(splits:dict, # split name -> dataset rows
     stats['attribute_words'] = dict(words.most_common())
     return stats
 
-# %% ../nbs/02_dataset.ipynb #91801d9d
+# %% ../nbs/02_dataset.ipynb #6adbe00f
 def _link_or_copy(src, dst):
     dst.parent.mkdir(parents=True, exist_ok=True)
     try: os.link(src, dst); return 'linked'
@@ -91,7 +92,7 @@ def _swap_in(work, final):
     os.rename(work, final)
     shutil.rmtree(old, ignore_errors=True)
 
-# %% ../nbs/02_dataset.ipynb #74be599b
+# %% ../nbs/02_dataset.ipynb #0758d31a
 def build_dataset(run_dir:str, # run directory with faces/ and captions.jsonl
                   val_fraction:float=0.1, # share of people (not images) in validation
                   seed:int=0, # seed of the split within each group
