@@ -7,7 +7,7 @@ __all__ = ['SCHEMA_SQL', 'AI_LABEL', 'REWRITE_PROMPT', 'PAGE', 'CaseStore', 'Ima
            'attribute_form', 'form_attributes', 'check_rewrite', 'rewrite_description', 'candidate_tile', 'Dashboard',
            'dashboard', 'app']
 
-# %% ../nbs/06_app.ipynb #8c513c51
+# %% ../nbs/06_app.ipynb #7f23daa7
 import html, base64, dataclasses, io, json, os, random, re, sqlite3, subprocess, sys, threading, time
 import numpy as np
 from contextlib import closing
@@ -18,7 +18,7 @@ from .core import *
 from .schema import load_schema, forensic_prompt
 from .generate import read_record
 
-# %% ../nbs/06_app.ipynb #d8c88536
+# %% ../nbs/06_app.ipynb #e1790e11
 SCHEMA_SQL = '''
 create table if not exists cases (id integer primary key, case_number text not null, witness text not null,
     operator text, created text, unique (case_number, witness));
@@ -36,7 +36,7 @@ class CaseStore:
     def _db(self):
         db = sqlite3.connect(self.path, timeout=30); db.row_factory = sqlite3.Row; return db
 
-# %% ../nbs/06_app.ipynb #845745cb
+# %% ../nbs/06_app.ipynb #e60b4941
 def _now(): return time.strftime('%Y-%m-%dT%H:%M:%S')
 
 @patch
@@ -74,7 +74,7 @@ def mark(self:CaseStore, case_id:int, image_ids, field='selected', value=True):
         if field == 'final': db.execute('update images set final=0 where case_id=?', (case_id,))
         db.executemany(f'update images set {field}=? where id=? and case_id=?', [(int(value), i, case_id) for i in image_ids])
 
-# %% ../nbs/06_app.ipynb #8c6fa2e0
+# %% ../nbs/06_app.ipynb #9cd3843e
 class ImageCache:
     "PNG files keyed by the hash of the request that made them, with a lifetime and a size bound."
     def __init__(self, folder, # the cache folder, shared by all dashboard kernels
@@ -111,7 +111,7 @@ class ImageCache:
             if total <= self.max_bytes: break
             p.unlink(missing_ok=True); total -= size
 
-# %% ../nbs/06_app.ipynb #51acb5a3
+# %% ../nbs/06_app.ipynb #d4b9457f
 AI_LABEL = 'AI-generated: not a real person'
 
 class CompositeSession:
@@ -120,9 +120,10 @@ class CompositeSession:
                  model:str='tiny-sd15', # generator model (registry name, tiny-* or folder)
                  loras=(), # (path, weight) pairs
                  size:int=320, steps:int=25, guidance:float=7.0, # generation settings
+                 deep_cache:int=0, # DeepCache interval (0 = off; 3 roughly halves the time per image, see 04_generate)
                  cache_ttl:float=3600): # seconds a cached image stays valid
         self.data_dir, self.model, self.loras = Path(data_dir), model, [tuple(l) for l in loras]
-        self.settings = dict(size=size, steps=steps, guidance=guidance)
+        self.settings = dict(size=size, steps=steps, guidance=guidance, deep_cache=deep_cache)  # part of every request, so of its cache key
         self.store, self.cache = CaseStore(self.data_dir/'cases.db'), ImageCache(self.data_dir/'cache', ttl=cache_ttl)
         self.case_id, self.prompt, self.cancel, self._gen, self._lock = None, None, threading.Event(), None, threading.Lock()
         self.hits = 0  # images answered from the cache
@@ -139,14 +140,14 @@ class CompositeSession:
         if text and text.strip(): p.prompt, p.plain = f'{p.prompt}, {text.strip()}', f'{p.plain}, {text.strip()}'
         self.prompt = p; return p
 
-# %% ../nbs/06_app.ipynb #37190d6a
+# %% ../nbs/06_app.ipynb #941b51e9
 @patch
 def generator(self:CompositeSession):
     "The face generator of this kernel, loaded on first use."
     with self._lock:
         if self._gen is None:
             from text_to_face.generate import FaceGenerator
-            self._gen = FaceGenerator(self.model, loras=self.loras)
+            self._gen = FaceGenerator(self.model, loras=self.loras, deep_cache=self.settings['deep_cache'])
         return self._gen
 
 @patch
@@ -158,7 +159,7 @@ def _requests(self:CompositeSession, seeds, variation=None, init=None):
     return [{**base, 'seed': int(s), 'variation': list(variation[i]) if variation else None,
              'init': [str(init[0]), init[1]] if init else None} for i, s in enumerate(seeds)]
 
-# %% ../nbs/06_app.ipynb #1b375d86
+# %% ../nbs/06_app.ipynb #681e8a16
 def breed(parents:list, # records (dicts with 'seed') of the chosen faces
           n:int, # candidates in the next array
           strength:float=0.15, # how far a variation may move from its parent (0-1)
@@ -174,7 +175,7 @@ def breed(parents:list, # records (dicts with 'seed') of the chosen faces
         else: seeds.append(a['seed']); variation.append((rng.randrange(2**31), strength))
     return seeds, variation
 
-# %% ../nbs/06_app.ipynb #7878bde0
+# %% ../nbs/06_app.ipynb #8b8e6d4c
 @patch
 def _generate_batch(self:CompositeSession, requests:list, folder:Path):
     "Generate `requests` (one prompt and settings) as one batch where the generator allows it; their PNG paths."
@@ -208,7 +209,7 @@ def _render(self:CompositeSession, requests:list, progress=None, batch:int=3):
         if progress: progress(len(paths), len(requests))
     return [(paths[i], {**read_record(paths[i]), 'request': requests[i]}) for i in sorted(paths)]
 
-# %% ../nbs/06_app.ipynb #a5efdcd7
+# %% ../nbs/06_app.ipynb #60176418
 @patch
 def _step(self:CompositeSession, kind, params, requests, progress):
     images = self._render(requests, progress)
@@ -254,7 +255,7 @@ def mark_final(self:CompositeSession, image_id:int):
     "Mark the final composite of this witness (one per case record)."
     self.store.mark(self.case_id, [image_id], 'final')
 
-# %% ../nbs/06_app.ipynb #8cdf57a5
+# %% ../nbs/06_app.ipynb #5b5fbedc
 def _thumb(path, size=160):
     img = Image.open(path); img.thumbnail((size, size))
     buf = io.BytesIO(); img.save(buf, 'PNG'); return base64.b64encode(buf.getvalue()).decode()
@@ -283,7 +284,7 @@ def export(self:CompositeSession, dest): # folder to write the case export into
     with atomic_write(dest/'summary.html') as f: f.write(page)
     return dest/'summary.html'
 
-# %% ../nbs/06_app.ipynb #452a0dbb
+# %% ../nbs/06_app.ipynb #a0bd59ed
 import ipywidgets as W
 
 def attribute_form(schema=None):
@@ -307,7 +308,7 @@ def form_attributes(fields):
     if fields['mark_type'].value != 'none': attrs['marks'] = [{'type': fields['mark_type'].value, 'location': fields['mark_location'].value}]
     return attrs
 
-# %% ../nbs/06_app.ipynb #c6cf7715
+# %% ../nbs/06_app.ipynb #9e13b8b1
 REWRITE_PROMPT = ('Rewrite this description of a face as one or two plain sentences for a forensic artist. Keep every detail, '
                   'add none, and name no one.\n\n{text}')
 
@@ -331,7 +332,7 @@ def rewrite_description(text:str, model:str, details:list=(), max_new_tokens:int
     out = lm.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
     return check_rewrite(tok.decode(out[0, inputs.input_ids.shape[1]:], skip_special_tokens=True), details)
 
-# %% ../nbs/06_app.ipynb #74ddde9a
+# %% ../nbs/06_app.ipynb #44c8cce2
 def candidate_tile(item, on_toggle):
     "A widget showing one candidate with its choose toggle and the AI label."
     img = W.Image(value=Path(item['path']).read_bytes(), format='png', layout=W.Layout(width='150px', height='150px'))
@@ -341,7 +342,7 @@ def candidate_tile(item, on_toggle):
     box = W.VBox([img, label, choose]); box.image_id, box.choose = item['id'], choose
     return box
 
-# %% ../nbs/06_app.ipynb #eaad7a62
+# %% ../nbs/06_app.ipynb #5e9019d3
 class Dashboard:
     "The composite dashboard of one kernel (one browser tab): widgets over a `CompositeSession`."
     def __init__(self, session:CompositeSession, banner:str='', rewriter:str=None):
@@ -373,7 +374,7 @@ class Dashboard:
         self.cancel_btn.on_click(lambda _: self.s.cancel.set())
         self.export_btn.on_click(lambda _: self._export())
 
-# %% ../nbs/06_app.ipynb #200224b9
+# %% ../nbs/06_app.ipynb #3633d3e2
 @patch
 def open_case(self:Dashboard):
     "Open the case record typed in the case bar; show its history."
@@ -417,7 +418,7 @@ def _chosen(self:Dashboard):
     if not ids: raise ValueError('choose a face first')
     return ids
 
-# %% ../nbs/06_app.ipynb #4d12e73c
+# %% ../nbs/06_app.ipynb #f08157ac
 @patch
 def run(self:Dashboard, work):
     "Run `work(progress)` in a thread unless a job is running; show its result as the new array."
@@ -448,7 +449,7 @@ def wait(self:Dashboard, timeout:float=600):
     "Wait for the running job (tests, scripts)."
     if self.job is not None: self.job.join(timeout)
 
-# %% ../nbs/06_app.ipynb #e594687b
+# %% ../nbs/06_app.ipynb #ef67cb20
 @patch
 def show_history(self:Dashboard):
     "Redraw the case history: every array, the chosen faces outlined, the final one in red."
@@ -482,13 +483,14 @@ def widget(self:Dashboard):
                    W.HBox([self.strength, self.evolve_btn, self.refine_btn, self.final_btn, self.export_btn]),
                    W.HTML('<h3>Case history</h3>'), self.history])
 
-# %% ../nbs/06_app.ipynb #53ba5085
+# %% ../nbs/06_app.ipynb #1cb47c0e
 def _banner(text, colour): return f'<div style="padding:8px;background:{colour};border-radius:4px">{text}</div>'
 
 def dashboard(model:str='realvisxl4', # generator model: registry name, tiny-* or a folder
               lora:str=None, # LoRA file or folder, optionally PATH:WEIGHT
               data_dir:str=None, # where cases, images and the cache live (default ~/text_to_face/app)
               size:int=None, steps:int=None, # generation settings (default: 320 px, 25 steps; 64 px, 4 steps on tiny models)
+              deep_cache:int=0, # DeepCache interval: 0 = off, 3 = faster previews (see 04_generate)
               rewriter:str=None): # optional local text model (folder or tiny-lm) that rewrites descriptions
     "Build the composite dashboard for `model`; show it with `display` (a Voila page shows the returned widget)."
     from text_to_face.models import resolve_model, ModelNotFound
@@ -503,13 +505,13 @@ def dashboard(model:str='realvisxl4', # generator model: registry name, tiny-* o
     tiny = model.startswith('tiny-')
     loras = [tuple(lora.rsplit(':', 1)) if ':' in lora and not Path(lora).exists() else (lora, 1.0)] if lora else []
     s = CompositeSession(data_dir, model, [(p, float(w)) for p, w in loras], size=size or (64 if tiny else 320),
-                         steps=steps or (4 if tiny else 25))
+                         steps=steps or (4 if tiny else 25), deep_cache=deep_cache)
     return Dashboard(s, banner, rewriter).widget()
 
-# %% ../nbs/06_app.ipynb #fbbb1dad
+# %% ../nbs/06_app.ipynb #7fcf9fab
 PAGE = '''import os
 from text_to_face.app import dashboard
-dashboard(model={model!r}, lora={lora!r}, data_dir={data_dir!r}, rewriter={rewriter!r})'''
+dashboard(model={model!r}, lora={lora!r}, data_dir={data_dir!r}, deep_cache={deep_cache!r}, rewriter={rewriter!r})'''
 
 def app(model:str='realvisxl4', # generator model: registry name, tiny-* or a folder
         lora:str=None, # LoRA file or folder, optionally PATH:WEIGHT
@@ -518,13 +520,14 @@ def app(model:str='realvisxl4', # generator model: registry name, tiny-* or a fo
         token:str=None, # require this token in the URL
         data_dir:str=None, # where cases, images and the cache live (default ~/text_to_face/app)
         rewriter:str=None, # optional local text model (folder) that rewrites descriptions
+        deep_cache:int=0, # DeepCache interval: 0 = off, 3 = faster previews (see 04_generate)
         dry_run:bool=False): # print the voila command instead of running it
     "Serve the investigator's dashboard with Voila."
     import nbformat
     data_dir = str(Path(data_dir or Path.home()/'text_to_face'/'app').resolve())
     page = Path(data_dir)/'dashboard.ipynb'; page.parent.mkdir(parents=True, exist_ok=True)
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell('# text_to_face: composite dashboard'),
-                                         nbformat.v4.new_code_cell(PAGE.format(model=model, lora=lora, data_dir=data_dir, rewriter=rewriter))],
+                                         nbformat.v4.new_code_cell(PAGE.format(model=model, lora=lora, data_dir=data_dir, deep_cache=deep_cache, rewriter=rewriter))],
                                   metadata={'kernelspec': {'name': 'python3', 'display_name': 'python3', 'language': 'python'}})
     nbformat.write(nb, page)
     cmd = [sys.executable, '-m', 'voila', str(page), f'--port={port}', f'--Voila.ip={host}', '--no-browser']

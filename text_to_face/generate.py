@@ -7,9 +7,10 @@ __all__ = ['SCHEDULERS', 'STATEMENT', 'WATERMARK_BITS', 'WATERMARK_METHOD', 'WAT
            'MAX_SIZE', 'GENERATOR_ARGS', 'cached_file_hash', 'model_hash', 'make_scheduler', 'slerp', 'initial_noise',
            'a1111_parameters', 'parse_parameters', 'save_png', 'read_record', 'add_watermark', 'read_watermark',
            'check_lora', 'GeneratedImage', 'FaceGenerator', 'check_request', 'generator_for', 'regenerate_image',
-           'generate_images', 'generate_csv', 'pd_isna', 'generate', 'regenerate', 'bench_generate']
+           'generate_images', 'generate_csv', 'pd_isna', 'generate', 'regenerate', 'seconds_per_image',
+           'bench_generate']
 
-# %% ../nbs/04_generate.ipynb #c80cd3a0
+# %% ../nbs/04_generate.ipynb #9b7e5cff
 import dataclasses, math, os, platform, sys, time, unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ from .core import *
 from .models import *
 from .schema import *
 
-# %% ../nbs/04_generate.ipynb #3fcecf8f
+# %% ../nbs/04_generate.ipynb #6c28583d
 def cached_file_hash(path):
     "`file_hash(path)`, remembered in the cache folder by path, size and modification time."
     p = Path(path).resolve(); st = p.stat()
@@ -39,7 +40,7 @@ def model_hash(folder):
     hashes = [cached_file_hash(f) for f in files]
     return hashes[0] if len(hashes) == 1 else params_hash(hashes, 64)
 
-# %% ../nbs/04_generate.ipynb #0cf8115e
+# %% ../nbs/04_generate.ipynb #dd609200
 SCHEDULERS = {
     'dpmpp-2m-karras': ('DPMSolverMultistepScheduler', dict(algorithm_type='dpmsolver++', solver_order=2, use_karras_sigmas=True), 'DPM++ 2M Karras'),
     'euler-a': ('EulerAncestralDiscreteScheduler', {}, 'Euler a'),
@@ -53,7 +54,7 @@ def make_scheduler(name:str, config):
     cls, options, _ = SCHEDULERS[name]
     return getattr(diffusers, cls).from_config(config, **options)
 
-# %% ../nbs/04_generate.ipynb #9555fa60
+# %% ../nbs/04_generate.ipynb #9bf103e1
 def slerp(t:float, a, b):
     "Spherical interpolation from tensor `a` (t=0) to `b` (t=1), A1111's formula."
     an, bn = a / a.norm(), b / b.norm()
@@ -69,7 +70,7 @@ def initial_noise(seed:int, shape, variation_seed:int=None, variation_strength:f
     other = torch.randn(shape, generator=torch.Generator('cpu').manual_seed(variation_seed))
     return slerp(variation_strength, noise, other)
 
-# %% ../nbs/04_generate.ipynb #2f420558
+# %% ../nbs/04_generate.ipynb #695d0b39
 STATEMENT = 'AI-generated image made by text_to_face. It depicts no real person; it is an illustration of a description.'
 
 def a1111_parameters(r:dict):
@@ -92,7 +93,7 @@ def parse_parameters(text:str):
     fields = dict(re.findall(r'\s*([\w ]+): ("[^"]*"|[^,]*)', last))
     return {'prompt': prompt, 'negative_prompt': neg, **fields}
 
-# %% ../nbs/04_generate.ipynb #eb230a85
+# %% ../nbs/04_generate.ipynb #457713e2
 def save_png(image, record:dict, path):
     "Write `image` to `path` as PNG with its `parameters` and `t2f_record` text chunks, atomically."
     info = PngImagePlugin.PngInfo()
@@ -108,7 +109,7 @@ def read_record(path):
     if text is None: raise ValueError(f'{path} carries no text_to_face generation record')
     import json; return json.loads(text)
 
-# %% ../nbs/04_generate.ipynb #0758ef32
+# %% ../nbs/04_generate.ipynb #4db67f34
 WATERMARK_BITS, WATERMARK_METHOD, WATERMARK_MIN_PX = 32, 'dwtDctSvd', 256
 
 def add_watermark(image, mark_id:str):
@@ -128,7 +129,7 @@ def read_watermark(image):
     bits = WatermarkDecoder('bits', WATERMARK_BITS).decode(bgr, WATERMARK_METHOD)
     return f"{int(''.join(str(int(b)) for b in bits), 2):08x}"
 
-# %% ../nbs/04_generate.ipynb #a14b2e2b
+# %% ../nbs/04_generate.ipynb #1865e375
 def _lora_width(keys, shapes):
     for k in keys:
         if 'attn2' in k and 'to_k' in k and ('lora_A' in k or 'lora_down' in k or 'lora.down' in k): return shapes[k][1]
@@ -151,7 +152,7 @@ def check_lora(path, # a LoRA .safetensors file
         raise ValueError(f'{path} is a LoRA for {other} models (text width {width}); this model is {family} (width {cross_attention_dim})')
     return path
 
-# %% ../nbs/04_generate.ipynb #cbf30b43
+# %% ../nbs/04_generate.ipynb #87cabff2
 @dataclass
 class GeneratedImage:
     "One generated image, its generation record, and where it was written (if it was)."
@@ -160,14 +161,14 @@ class GeneratedImage:
     path:Path=None
 
 DTYPE_NAMES = {torch.float32: 'fp32', torch.bfloat16: 'bf16', torch.float16: 'fp16'}
-OPTIONS = dict(channels_last=True, compile=False, attention_slicing=False, vae_tiling=False, cpu_offload=False)
+OPTIONS = dict(channels_last=True, compile=False, attention_slicing=False, vae_tiling=False, cpu_offload=False, deep_cache=0)
 
 def _versions():
     import diffusers, transformers, compel, peft
     return {'text_to_face': __version__, 'torch': torch.__version__, 'diffusers': diffusers.__version__,
             'transformers': transformers.__version__, 'peft': peft.__version__, 'python': platform.python_version()}
 
-# %% ../nbs/04_generate.ipynb #d3620665
+# %% ../nbs/04_generate.ipynb #b2999b57
 class FaceGenerator:
     "A Stable Diffusion 1.5 or SDXL pipeline, with LoRAs, loaded once, that makes images with provenance."
     def __init__(self, model:str, # registry name, tiny-* name or folder
@@ -175,7 +176,7 @@ class FaceGenerator:
                  device=None, # default: CUDA if available, else CPU
                  dtype=None, # 'fp32', 'bf16', 'fp16'; default: the shared policy (pick_dtype)
                  fuse:bool=True, # fuse the LoRAs into the weights (faster; weights fixed)
-                 **options): # see OPTIONS: channels_last, compile, attention_slicing, vae_tiling, cpu_offload
+                 **options): # see OPTIONS: channels_last, compile, attention_slicing, vae_tiling, cpu_offload, deep_cache
         unknown = set(options) - set(OPTIONS)
         if unknown: raise ValueError(f'unknown options {sorted(unknown)}; options are {list(OPTIONS)}')
         self.model, self.folder = str(model), resolve_model(str(model))
@@ -185,7 +186,7 @@ class FaceGenerator:
         self.pipe = self._load()
         self.model_hash, self._embeds, self._img2img = model_hash(self.folder), {}, None
 
-# %% ../nbs/04_generate.ipynb #f0db5d2b
+# %% ../nbs/04_generate.ipynb #62bcc210
 @patch_to(FaceGenerator)
 def _load(self):
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
@@ -205,6 +206,8 @@ def _load(self):
 @patch_to(FaceGenerator)
 def _apply_options(self, pipe):
     o = self.options
+    if not isinstance(o['deep_cache'], int) or o['deep_cache'] < 0: raise ValueError(f"deep_cache {o['deep_cache']!r} must be 0 (off) or a cache interval of 2 or more")
+    if o['deep_cache'] > 1 and o['compile']: raise ValueError('deep_cache and compile cannot be combined: DeepCache swaps UNet blocks at run time')
     if o['cpu_offload']:
         if self.device.type != 'cuda': raise ValueError('cpu_offload needs a CUDA device')
         pipe.enable_model_cpu_offload()
@@ -215,7 +218,35 @@ def _apply_options(self, pipe):
     if o['compile']: pipe.unet = torch.compile(pipe.unet)
     return pipe
 
-# %% ../nbs/04_generate.ipynb #f1a13217
+# %% ../nbs/04_generate.ipynb #2d509a36
+from contextlib import contextmanager
+
+def _step_cache_class():
+    from DeepCache import DeepCacheSDHelper
+    class StepCache(DeepCacheSDHelper):
+        "DeepCache's helper, counting UNet calls for the step number instead of looking up the timestep."
+        def wrap_unet_forward(self):
+            self.function_dict['unet_forward'] = forward = self.pipe.unet.forward
+            def counted(*args, **kwargs):
+                self.cur_timestep, self.calls = self.calls, self.calls + 1
+                return forward(*args, **kwargs)
+            self.pipe.unet.forward = counted
+        def reset_states(self): super().reset_states(); self.calls = 0
+    return StepCache
+
+@patch_to(FaceGenerator)
+@contextmanager
+def _step_cache(self, pipe):
+    "Within this context `pipe` computes its whole UNet every `deep_cache` steps only (no-op when 0 or 1)."
+    interval = self.options['deep_cache']
+    if interval < 2: yield; return
+    cache = _step_cache_class()(pipe)
+    cache.set_params(cache_interval=interval, cache_branch_id=0)  # branch 0: keep only the outermost blocks, DeepCache's fastest setting
+    cache.enable()
+    try: yield
+    finally: cache.disable()
+
+# %% ../nbs/04_generate.ipynb #631fc8a1
 @patch_to(FaceGenerator)
 def _compel(self):
     from compel import CompelForSD, CompelForSDXL
@@ -238,7 +269,7 @@ def conditioning(self, prompts:list, negative:str):
     if self.family == 'sdxl': kw.update(pooled_prompt_embeds=cat('pooled_embeds'), negative_pooled_prompt_embeds=cat('negative_pooled_embeds'))
     return kw
 
-# %% ../nbs/04_generate.ipynb #8fdf7626
+# %% ../nbs/04_generate.ipynb #bf983611
 MAX_SIZE = 2048
 
 def check_request(prompts, seeds, size, steps, guidance, negative_prompt=None, variation_strength=0.0):
@@ -258,7 +289,7 @@ def check_request(prompts, seeds, size, steps, guidance, negative_prompt=None, v
     if not (isinstance(variation_strength, (int, float)) and 0 <= variation_strength <= 1): raise ValueError(f'variation strength {variation_strength!r} must be from 0 to 1')
     return prompts, [int(s) for s in seeds]
 
-# %% ../nbs/04_generate.ipynb #25cf0906
+# %% ../nbs/04_generate.ipynb #1b5f5987
 @patch_to(FaceGenerator)
 def _record(self, request:dict):
     loras = [{'path': str(p), 'name': p.stem, 'sha256': cached_file_hash(p), 'weight': w} for p, w in self.loras]
@@ -267,7 +298,7 @@ def _record(self, request:dict):
     return {'id': params_hash(made, 8), **made, 'model_path': str(self.folder), 'versions': _versions(),
             'time': time.strftime('%Y-%m-%dT%H:%M:%S%z'), 'statement': STATEMENT}
 
-# %% ../nbs/04_generate.ipynb #2dc637ec
+# %% ../nbs/04_generate.ipynb #64511348
 @patch_to(FaceGenerator)
 def generate(self, prompts:list, seeds:list, negative_prompt:str=None, size:int=320, steps:int=25, guidance:float=7.0,
              scheduler:str='dpmpp-2m-karras', out_dir=None, variation_seed:int=None, variation_strength:float=0.0,
@@ -279,7 +310,7 @@ def generate(self, prompts:list, seeds:list, negative_prompt:str=None, size:int=
     shape = (self.pipe.unet.config.in_channels, size // 8, size // 8)
     noise = torch.stack([initial_noise(s, shape, variation_seed, variation_strength) for s in seeds])
     self.pipe.scheduler = make_scheduler(scheduler, self.pipe.scheduler.config)
-    with torch.inference_mode():
+    with torch.inference_mode(), self._step_cache(self.pipe):
         images = self.pipe(**self.conditioning(prompts, negative), latents=noise.to(self.device, self.dtype), height=size, width=size,
                            num_inference_steps=steps, guidance_scale=guidance, generator=[torch.Generator('cpu').manual_seed(s) for s in seeds]).images
     batch = lambda i: {'prompts': prompts, 'seeds': seeds, 'index': i} if len(seeds) > 1 else None
@@ -287,7 +318,7 @@ def generate(self, prompts:list, seeds:list, negative_prompt:str=None, size:int=
                      variation_seed=variation_seed, variation_strength=float(variation_strength), batch=batch(i)) for i, (p, s) in enumerate(zip(prompts, seeds))]
     return self._finish(images, requests, out_dir, names, extra)
 
-# %% ../nbs/04_generate.ipynb #45a2b1be
+# %% ../nbs/04_generate.ipynb #bb2bbf32
 @patch_to(FaceGenerator)
 def _finish(self, images, requests, out_dir, names=None, extra=None):
     out = []
@@ -307,7 +338,7 @@ def _write(g:GeneratedImage, out_dir, name:str):
     g.record['file_name'] = g.path.name
     save_png(g.image, g.record, g.path)
 
-# %% ../nbs/04_generate.ipynb #506fd1a5
+# %% ../nbs/04_generate.ipynb #cc3d0aff
 @patch_to(FaceGenerator)
 def refine(self, image, # the image to refine: a path (recorded) or a PIL image
            prompt:str, seed:int, strength:float=0.5, negative_prompt:str=None, steps:int=25, guidance:float=7.0,
@@ -323,7 +354,7 @@ def refine(self, image, # the image to refine: a path (recorded) or a PIL image
     if self._img2img is None:
         self._img2img = AutoPipelineForImage2Image.from_pipe(self.pipe); self._img2img.set_progress_bar_config(disable=True)
     self._img2img.scheduler = make_scheduler(scheduler, self.pipe.scheduler.config)
-    with torch.inference_mode():
+    with torch.inference_mode(), self._step_cache(self._img2img):
         images = self._img2img(image=init, strength=strength, num_inference_steps=steps, guidance_scale=guidance,
                                generator=[torch.Generator('cpu').manual_seed(seed)], **self.conditioning([prompt], negative)).images
     source = {'path': str(src.resolve()) if src else None, 'sha256': params_hash(np.asarray(init).tobytes().hex(), 64)}
@@ -331,7 +362,7 @@ def refine(self, image, # the image to refine: a path (recorded) or a PIL image
                guidance=float(guidance), scheduler=scheduler, strength=float(strength), init_image=source)
     return self._finish(images, [req], out_dir, names)
 
-# %% ../nbs/04_generate.ipynb #45994e92
+# %% ../nbs/04_generate.ipynb #0b200172
 def generator_for(record:dict, device=None):
     "A FaceGenerator set up as the one that made `record`, after checking the model and LoRA hashes."
     gen = FaceGenerator(record['model'], [(l['path'], l['weight']) for l in record['loras']], device=device or record['device'],
@@ -358,7 +389,7 @@ def regenerate_image(path, gen:FaceGenerator=None, out_dir=None, name:str=None):
     if out_dir is not None: _write(g, out_dir, name or Path(path).stem + '-regenerated'); append_jsonl(Path(out_dir)/'generated.jsonl', [g.record])
     return g
 
-# %% ../nbs/04_generate.ipynb #6cc8f2f3
+# %% ../nbs/04_generate.ipynb #04195efd
 _LAST = {}
 GENERATOR_ARGS = ('device', 'dtype', 'fuse', *OPTIONS)
 
@@ -369,7 +400,7 @@ def generate_images(prompts, model:str, seeds, loras=(), **kwargs):
     if key not in _LAST: _LAST.clear(); _LAST[key] = FaceGenerator(model, loras, **setup)
     return _LAST[key].generate(prompts, seeds, **kwargs)
 
-# %% ../nbs/04_generate.ipynb #b33966e7
+# %% ../nbs/04_generate.ipynb #5f75e484
 def _csv_prompts(csv_path):
     import pandas as pd
     df = pd.read_csv(csv_path, dtype={'seed': 'Int64'}) if Path(csv_path).exists() else None
@@ -399,7 +430,7 @@ def generate_csv(gen:FaceGenerator, csv_path, out_dir, seed:int=0, batch_size:in
 def pd_isna(v):
     import pandas as pd; return pd.isna(v)
 
-# %% ../nbs/04_generate.ipynb #41bd8937
+# %% ../nbs/04_generate.ipynb #38206236
 def _parse_lora(spec:str):
     path, _, weight = spec.rpartition(':')
     try: return (path, float(weight)) if path else (spec, 1.0)
@@ -413,7 +444,7 @@ def _description(description, attributes):
     if description is None: raise ValueError('give a description, --attributes or --csv')
     return description
 
-# %% ../nbs/04_generate.ipynb #9652e9c1
+# %% ../nbs/04_generate.ipynb #d35b45c9
 def generate(description:str=None, # what the face looks like, in words (or use --attributes or --csv)
              attributes:str=None, # attributes as JSON/YAML text or file (see the schema), instead of a description
              csv:str=None, # batch mode: CSV with a prompt/caption column and optional seed column
@@ -433,9 +464,10 @@ def generate(description:str=None, # what the face looks like, in words (or use 
              device:str=None, # cuda, cpu, ... (default: the shared policy)
              dtype:str=None, # fp32, bf16, fp16 (default: the shared policy)
              fuse:bool=True, # fuse LoRAs into the weights
+             deep_cache:int=0, # DeepCache: the whole UNet only every N steps (0 = off; 3 is about twice as fast)
              progress:bool=True): # show a progress bar (batch mode)
     "Generate face images from a description (or a CSV of them), with provenance, into `out`."
-    gen = FaceGenerator(model, [_parse_lora(l) for l in lora or []], device=device, dtype=dtype, fuse=fuse)
+    gen = FaceGenerator(model, [_parse_lora(l) for l in lora or []], device=device, dtype=dtype, fuse=fuse, deep_cache=deep_cache)
     kw = dict(size=size, steps=steps, guidance=guidance, scheduler=scheduler, variation_seed=variation_seed, variation_strength=variation_strength)
     if Path(out).name == 'generated' and Path(out).parent != Path('.'): record_config(Path(out).parent, 'generate', dict(model=model, lora=lora, **kw))
     if csv: return generate_csv(gen, csv, out, seed=seed, template=not raw, progress=progress, **kw)
@@ -457,7 +489,7 @@ def regenerate(image:str, # a PNG made by text_to_face
     print(f"{out}: {'bit-identical to' if same else 'DIFFERS from'} {image}")
     return same
 
-# %% ../nbs/04_generate.ipynb #9b855133
+# %% ../nbs/04_generate.ipynb #1fb75ee1
 def _bench_model(folder):
     "Write an SD 1.5-sized pipeline with random weights into `folder` (tiny tokenizer reused)."
     from diffusers import UNet2DConditionModel, AutoencoderKL, StableDiffusionPipeline, PNDMScheduler
@@ -476,36 +508,55 @@ def _bench_model(folder):
     StableDiffusionPipeline.save_lora_weights(Path(folder)/'lora', unet_lora_layers=get_peft_model_state_dict(unet))
     return Path(folder), Path(folder)/'lora'/'pytorch_lora_weights.safetensors'
 
-# %% ../nbs/04_generate.ipynb #da8ab0f0
-def _time_setting(gen, scheduler, steps, size):
-    "(median seconds per UNet call, seconds outside the UNet) of one image of `steps` steps, after a warm-up."
+# %% ../nbs/04_generate.ipynb #bde4bdb7
+def _time_image(gen, scheduler, steps, size):
+    "Median seconds per whole and per cached UNet call, and seconds outside the UNet, of one image of `steps` steps."
     calls, start = [], {}
     pre = gen.pipe.unet.register_forward_pre_hook(lambda *_: start.__setitem__('t', time.perf_counter()))
     post = gen.pipe.unet.register_forward_hook(lambda *_: calls.append(time.perf_counter() - start['t']))
-    gen.generate(['warm up'], [0], size=size, steps=1, scheduler=scheduler)
-    calls.clear(); t = time.perf_counter()
+    t = time.perf_counter()
     gen.generate(['frontal police mugshot photograph of a man'], [1], size=size, steps=steps, scheduler=scheduler)
     total = time.perf_counter() - t; pre.remove(); post.remove()
-    return float(np.median(calls)), total - sum(calls)
+    every = max(gen.options['deep_cache'], 1)  # with DeepCache, step i runs the whole UNet when i % every == 0
+    cached = np.median([c for i, c in enumerate(calls) if i % every]) if every > 1 else 0.0
+    return {'whole': np.median(calls[::every]), 'cached': cached, 'every': every, 'outside': total - sum(calls)}
+
+def seconds_per_image(t:dict, steps:int):
+    "Seconds for an image of `steps` steps from the timings `t` of `_time_image`."
+    whole = math.ceil(steps / t['every'])
+    return t['outside'] + whole * t['whole'] + (steps - whole) * t['cached']
 
 def bench_generate(size:int=320, # image side
-                   steps:int=4): # steps timed per setting (the median step is extrapolated to 50 and 25)
-    "Seconds per image: the original recipe vs this stage's defaults, on the SD 1.5 architecture with random weights."
+                   repeats:int=3): # timed images per setting, taken in turns so that noise hits all settings alike
+    "Seconds per image: the original recipe vs this stage's defaults (and with DeepCache), SD 1.5 architecture, random weights."
     import tempfile
     threads = torch.get_num_threads(); torch.set_num_threads(os.cpu_count())  # notebooks may have set one thread
     with tempfile.TemporaryDirectory() as d:
         folder, lora = _bench_model(Path(d)/'sd15-random')
-        base = FaceGenerator(str(folder), [(lora, 1.0)], dtype='fp32', fuse=False, channels_last=False)
-        b_step, b_fixed = _time_setting(base, 'pndm', steps, size); del base
-        ours = FaceGenerator(str(folder), [(lora, 1.0)])
-        o_step, o_fixed = _time_setting(ours, 'dpmpp-2m-karras', steps, size)
-        dtype = DTYPE_NAMES[ours.dtype]
+        settings = {'original': (FaceGenerator(str(folder), [(lora, 1.0)], dtype='fp32', fuse=False, channels_last=False), 'pndm', 4),
+                    'this stage': (FaceGenerator(str(folder), [(lora, 1.0)]), 'dpmpp-2m-karras', 4),
+                    '+ DeepCache 3': (FaceGenerator(str(folder), [(lora, 1.0)], deep_cache=3), 'dpmpp-2m-karras', 6)}
+        for gen, sched, _ in settings.values(): gen.generate(['warm up'], [0], size=size, steps=2, scheduler=sched)
+        runs = {k: [] for k in settings}
+        for _ in tqdm(range(repeats), desc='rounds'):
+            for k, (gen, sched, steps) in settings.items(): runs[k].append(_time_image(gen, sched, steps, size))
+        dtype = DTYPE_NAMES[settings['this stage'][0].dtype]
     torch.set_num_threads(threads)
-    b_img, o_img = b_fixed + 50 * b_step, o_fixed + 25 * o_step
-    print(f'SD 1.5 architecture, {size} px, random weights, {os.cpu_count()} threads')
-    rows = [('recipe', 'PNDM 50 fp32', f'DPM++ 25 {dtype}'), ('LoRA', 'unfused', 'fused'),
-            ('seconds per UNet step (CFG batch 2)', f'{b_step:.2f}', f'{o_step:.2f}'),
-            ('seconds outside the UNet per image', f'{b_fixed:.2f}', f'{o_fixed:.2f}'), ('seconds per image', f'{b_img:.1f}', f'{o_img:.1f}')]
-    for name, b, o in [('', 'original', 'this stage')] + rows: print(f'{name:<36}{b:>15}{o:>15}')
-    print(f'speed-up x{b_img / o_img:.1f}; a UNet step takes {o_step / 0.35:.1f}x the 0.35 s bf16 ceiling (FACTS.md, these CPUs)')
-    return {'original_s_per_image': b_img, 'ours_s_per_image': o_img, 'ratio': b_img / o_img, 'ours_s_per_step': o_step, 'original_s_per_step': b_step}
+    image_steps = {'original': 50, 'this stage': 25, '+ DeepCache 3': 25}
+    cols = {k: sorted(r, key=lambda t: seconds_per_image(t, image_steps[k]))[len(r) // 2] for k, r in runs.items()}  # the median round
+    for k, t in cols.items(): t.update(image=seconds_per_image(t, image_steps[k]), image_20_steps=seconds_per_image(t, 20))
+    _print_bench(cols, size, dtype)
+    return cols
+
+# %% ../nbs/04_generate.ipynb #ff1b7118
+def _print_bench(cols, size, dtype):
+    print(f'SD 1.5 architecture, {size} px, random weights, {os.cpu_count()} threads; target 10 s per image')
+    rows = [('recipe', ['PNDM 50 fp32', f'DPM++ 25 {dtype}', f'DPM++ 25 {dtype}']), ('LoRA', ['unfused', 'fused', 'fused']),
+            ('s per whole UNet call (CFG batch 2)', [f"{c['whole']:.2f}" for c in cols.values()]),
+            ('s per cached UNet call', [f"{c['cached']:.2f}" if c['every'] > 1 else '-' for c in cols.values()]),
+            ('s outside the UNet per image', [f"{c['outside']:.2f}" for c in cols.values()]),
+            ('s per image', [f"{c['image']:.1f}" for c in cols.values()]),
+            ('speed-up over the original', [f"x{cols['original']['image'] / c['image']:.1f}" for c in cols.values()]),
+            ('s per image at 20 steps', ['-'] + [f"{c['image_20_steps']:.1f}" for c in list(cols.values())[1:]])]
+    for name, vals in [('', list(cols))] + rows: print(f'{name:<36}' + ''.join(f'{v:>16}' for v in vals))
+    print(f"a whole UNet call takes {cols['this stage']['whole'] / 0.35:.1f}x the 0.35 s bf16 ceiling (FACTS.md, these CPUs)")
