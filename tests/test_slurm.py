@@ -3,6 +3,7 @@ import json, re, subprocess, time
 from pathlib import Path
 import pytest
 from conftest import ROOT, sh
+from text_to_face.pipeline import wait_for_jobs, job_state as pipeline_job_state
 
 @pytest.fixture(scope='module')
 def cluster():
@@ -12,14 +13,8 @@ def cluster():
 
 def job_state(job_id, timeout=600):
     "Wait for a job to end; its final state and exit code."
-    end = time.time() + timeout
-    while time.time() < end:
-        info = subprocess.run(['scontrol', 'show', 'job', job_id], capture_output=True, text=True).stdout
-        state = re.search(r'JobState=(\w+)', info).group(1)
-        if state not in ('PENDING', 'RUNNING', 'CONFIGURING', 'COMPLETING'):
-            return state, re.search(r'ExitCode=(\S+)', info).group(1)
-        time.sleep(1)
-    raise TimeoutError(f'job {job_id} still {state} after {timeout} s')
+    wait_for_jobs([('job', job_id)], poll=1, timeout=timeout)
+    return pipeline_job_state(job_id)
 
 def sbatch(*args, cwd=ROOT):
     done = subprocess.run(['sbatch', '--parsable', *args], capture_output=True, text=True, cwd=cwd)

@@ -18,7 +18,7 @@ def command_parser(func, prog:str,
     for name, d in docments(func, full=True, returns=False).items():
         help, flag = (d.docment or '').replace('%', '%%'), '--' + name.replace('_', '-')  # argparse formats help with %
         kind = d.anno if d.anno in (int, float) else str
-        if d.default is inspect.Parameter.empty: p.add_argument(name, type=kind, help=help)
+        if d.default is inspect.Parameter.empty: p.add_argument(name, type=kind, nargs='+' if d.anno is list else None, help=help)
         elif name in positional: p.add_argument(name, type=kind, nargs='?', default=d.default, help=f'{help} (default: {d.default})')
         elif d.anno is bool: p.add_argument(flag, action=argparse.BooleanOptionalAction, default=d.default, help=help)
         elif d.anno is list: p.add_argument(flag, nargs='+', default=d.default, help=help, metavar=name.upper())
@@ -39,7 +39,7 @@ COMMANDS = {
     'evaluate': ('text_to_face.evaluate:evaluate', 'compare the base and the fine-tuned model on held-out faces', ()),
     'app': ('text_to_face.app:app', "serve the investigator's dashboard with Voila", ()),
     'pipeline': ('text_to_face.pipeline:pipeline', 'run the stages of a YAML config, locally or on SLURM', ()),
-    'download': ('text_to_face.pipeline:download', 'fetch registry models into the Hugging Face cache (needs internet)', ()),
+    'download': ('text_to_face.pipeline:download', "fetch registry models into the Hugging Face cache (weight files: torch's hub cache; needs internet)", ()),
     'export': ('text_to_face.pipeline:export_merged', 'fuse a LoRA into its base model as a standalone diffusers folder', ()),
     'bench': ('text_to_face.cli:bench', 'benchmark a stage against its baseline (e.g. t2f bench preprocess)', ()),
     'readme': ('text_to_face.cli:readme', 'write README.md from nbs/index.ipynb (or check that it is current)', ()),

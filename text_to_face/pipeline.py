@@ -4,15 +4,16 @@
 
 # %% auto #0
 __all__ = ['DEMO_DESCRIPTION', 'STAGES', 'demo', 'read_config', 'stage_call', 'run_local', 'submit_slurm', 'job_notebook',
-           'cli_args', 'wait_for_jobs', 'pipeline', 'verify_model', 'download', 'export_merged', 'tiny_config']
+           'cli_args', 'job_state', 'wait_for_jobs', 'pipeline', 'verify_model', 'download', 'export_merged',
+           'tiny_config']
 
-# %% ../nbs/pipeline.ipynb #7ebc2185
+# %% ../nbs/pipeline.ipynb #10e9e80b
 import json, os, shutil, subprocess, sys, time, warnings
 from pathlib import Path
 import numpy as np, yaml
 from .core import *
 
-# %% ../nbs/pipeline.ipynb #9c8ae479
+# %% ../nbs/pipeline.ipynb #4c071d6f
 DEMO_DESCRIPTION = {'sex': 'female', 'age': '26-35', 'hair_colour': 'red', 'hair_length': 'long', 'eye_colour': 'green'}
 
 def demo(run_dir:str='t2f-demo', # run directory to create or resume
@@ -43,11 +44,11 @@ def demo(run_dir:str='t2f-demo', # run directory to create or resume
                           size=64, steps=8, n_boot=200, set_boot=50, progress=progress)
     print(f"evaluate: report in {run/'eval'/'report.json'}")
     print('\nThe tiny models have random weights, so every image is noise: this run shows the pipeline works end to end, '
-          'not what it makes. For real faces: `t2f download realvisxl4 llava-13b clip-vit-l-14` on a machine with internet, '
+          'not what it makes. For real faces: `t2f download realvisxl4 llava-13b clip-vit-l-14 alexnet-lpips inception-fid` on a machine with internet, '
           'then `t2f pipeline CONFIG.yaml` (see the README).')
     return run
 
-# %% ../nbs/pipeline.ipynb #ced1490b
+# %% ../nbs/pipeline.ipynb #30d4ae16
 STAGES = ['preprocess', 'caption', 'dataset', 'train', 'generate', 'evaluate']
 
 def read_config(path):
@@ -71,7 +72,7 @@ def stage_call(cfg:dict, stage:str):
                           'evaluate': ('evaluate', 'evaluate', dict(run_dir=str(run)))}[stage]
     return getattr(importlib.import_module(f'text_to_face.{module}'), name), {**args, **opts}
 
-# %% ../nbs/pipeline.ipynb #66279a21
+# %% ../nbs/pipeline.ipynb #c0cba0e6
 def run_local(cfg:dict, stages=None, progress:bool=True):
     "Run the config's stages in order in this process; the list of (stage, 'ran' or 'skipped')."
     run, done = Path(cfg['run_dir']), []
@@ -85,7 +86,7 @@ def run_local(cfg:dict, stages=None, progress:bool=True):
         done.append((stage, 'ran'))
     return done
 
-# %% ../nbs/pipeline.ipynb #b0a1585f
+# %% ../nbs/pipeline.ipynb #f8abf4df
 def _papermill_params(cfg, stage):
     "The papermill parameters of a stage job: the run directory, the photos or faces, and `options`."
     func, kwargs = stage_call(cfg, stage)
@@ -123,7 +124,7 @@ def submit_slurm(cfg:dict, repo=None, stages=None):
     write_json(run/'.pipeline'/'jobs.json', [{'stage': s, 'job': j} for s, j in jobs])  # in submission order
     return jobs
 
-# %% ../nbs/pipeline.ipynb #239532e5
+# %% ../nbs/pipeline.ipynb #9d0ccde0
 def job_notebook(notebook, # a stage notebook, e.g. nbs/03_train.ipynb
                  dest): # where to write the job's copy
     "Write the stage notebook without its test and demonstration cells: exports, setup and the Run section."
@@ -141,7 +142,7 @@ def job_notebook(notebook, # a stage notebook, e.g. nbs/03_train.ipynb
     Path(dest).parent.mkdir(parents=True, exist_ok=True); nbformat.write(nb, dest)
     return Path(dest)
 
-# %% ../nbs/pipeline.ipynb #d98def72
+# %% ../nbs/pipeline.ipynb #d535c54d
 def cli_args(params_yaml): # a stage job's parameter file
     "The `options` of a stage job's parameter file as shell-quoted `t2f` command-line options."
     import shlex
@@ -153,14 +154,18 @@ def cli_args(params_yaml): # a stage job's parameter file
         elif v is not None: out += [flag, str(v)]
     return ' '.join(shlex.quote(o) for o in out)
 
-# %% ../nbs/pipeline.ipynb #97d5cc8e
+# %% ../nbs/pipeline.ipynb #b7f13a52
+def job_state(job:str):
+    "(state, exit code) of SLURM job `job` as `scontrol` reports it, e.g. ('COMPLETED', '0:0'); ('UNKNOWN', None) once forgotten."
+    info = subprocess.run(['scontrol', 'show', 'job', str(job)], capture_output=True, text=True).stdout
+    field = lambda k: info.split(f'{k}=')[1].split()[0] if f'{k}=' in info else None
+    return field('JobState') or 'UNKNOWN', field('ExitCode')
+
 def wait_for_jobs(jobs, poll:float=2, timeout:float=24 * 3600):
     "Wait until the (stage, job id) jobs have ended; their final states."
     states, end = {}, time.time() + timeout
     while time.time() < end:
-        for stage, job in jobs:
-            info = subprocess.run(['scontrol', 'show', 'job', job], capture_output=True, text=True).stdout
-            states[stage] = info.split('JobState=')[1].split()[0] if 'JobState=' in info else 'UNKNOWN'
+        states = {stage: job_state(job)[0] for stage, job in jobs}
         if all(s not in ('PENDING', 'RUNNING', 'CONFIGURING', 'COMPLETING') for s in states.values()): return states
         time.sleep(poll)
     raise TimeoutError(f'jobs still running after {timeout} s: {states}')
@@ -188,32 +193,38 @@ def pipeline(config:str, # YAML config: run_dir, photos, and a section per stage
                            f'cancelled after it: {[s for s in failed if s != first]}')
     return states
 
-# %% ../nbs/pipeline.ipynb #9da4d049
-def verify_model(folder):
-    "Check every safetensors file of a model folder opens and every JSON file parses; the total size in bytes."
+# %% ../nbs/pipeline.ipynb #59a74d8a
+def verify_model(folder): # a model folder, or a single checkpoint file
+    "Check every safetensors file opens, every JSON file parses and every .pth checkpoint loads; the total size in bytes."
     from safetensors import safe_open
+    import torch
     total = 0
-    for p in Path(folder).rglob('*'):
+    for p in [Path(folder)] if Path(folder).is_file() else Path(folder).rglob('*'):
         if not p.is_file(): continue
         total += p.stat().st_size
         try:
             if p.suffix == '.safetensors':
                 with safe_open(str(p), 'pt') as f: list(f.keys())
             elif p.suffix == '.json': json.loads(p.read_text())
+            elif p.suffix == '.pth': torch.load(p, map_location='cpu', weights_only=True)
         except Exception as e: raise ValueError(f'{p} is damaged ({type(e).__name__}: {e}); download it again') from e
     return total
 
-def download(names:list): # registry names, e.g. realvisxl4 llava-13b clip-vit-l-14
-    "Fetch registry models into the Hugging Face cache, verify them and report their sizes."
+def download(names:list, # registry names, e.g. realvisxl4 llava-13b clip-vit-l-14 alexnet-lpips inception-fid
+             timeout:float=60): # seconds without an answer before a checkpoint download gives up
+    "Fetch registry models into the Hugging Face cache (checkpoints: torch's hub cache), verify them and report their sizes."
     from huggingface_hub import snapshot_download
-    from text_to_face.models import MODELS, ModelNotFound
-    for name in names:
+    from text_to_face.models import MODELS, ModelNotFound, CheckpointSpec, fetch_checkpoint
+    for name in [names] if isinstance(names, str) else names:  # one name as a string is one name, not its letters
         if name not in MODELS: raise ModelNotFound(f'unknown model {name!r}; the registry has {", ".join(MODELS)}')
+        if isinstance(MODELS[name], CheckpointSpec):
+            path = fetch_checkpoint(MODELS[name], timeout)
+            print(f'{name}: {verify_model(path) / 1e6:.1f} MB in {path}'); continue
         try: folder = snapshot_download(MODELS[name].source, ignore_patterns=['*.ckpt', '*.pt', '*.bin', '*.onnx', '*.msgpack', '*.h5'])
         except Exception as e: raise ModelNotFound(f'could not download {name} ({MODELS[name].source}): {type(e).__name__}: {e}') from e
         print(f'{name}: {verify_model(folder) / 1e9:.2f} GB in {folder}')
 
-# %% ../nbs/pipeline.ipynb #4dbaa90f
+# %% ../nbs/pipeline.ipynb #db2e2776
 def export_merged(base:str, # base model: registry name, tiny-* name or folder
                   lora:str, # LoRA .safetensors file (or the folder holding pytorch_lora_weights.safetensors)
                   out:str, # folder to create
@@ -232,7 +243,7 @@ def export_merged(base:str, # base model: registry name, tiny-* name or folder
     pipe.save_pretrained(tmp); os.replace(tmp, out)
     print(f'wrote {out}'); return out
 
-# %% ../nbs/pipeline.ipynb #df4f5688
+# %% ../nbs/pipeline.ipynb #453b6800
 def tiny_config(folder, photos=None):
     "Write a pipeline config for the tiny models on the built-in sample (what tests and clusters try first); its path."
     from text_to_face.sample import sample_photos
