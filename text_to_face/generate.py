@@ -212,7 +212,7 @@ def _apply_options(self, pipe):
         if self.device.type != 'cuda': raise ValueError('cpu_offload needs a CUDA device')
         pipe.enable_model_cpu_offload()
     else: pipe.to(self.device)
-    if o['channels_last']: pipe.unet.to(memory_format=torch.channels_last)
+    if o['channels_last']: pipe.unet.to(memory_format=torch.channels_last); pipe.vae.to(memory_format=torch.channels_last)
     if o['attention_slicing']: pipe.enable_attention_slicing()
     if o['vae_tiling']: pipe.vae.enable_tiling()
     if o['compile']: pipe.unet = torch.compile(pipe.unet)
