@@ -215,7 +215,10 @@ def _apply_options(self, pipe):
     if o['channels_last']: pipe.unet.to(memory_format=torch.channels_last); pipe.vae.to(memory_format=torch.channels_last)
     if o['attention_slicing']: pipe.enable_attention_slicing()
     if o['vae_tiling']: pipe.vae.enable_tiling()
-    if o['compile']: pipe.unet = torch.compile(pipe.unet)
+    if o['compile']:
+        import torch._inductor.config as inductor
+        inductor.freezing = True  # weights as constants: on CPU oneDNN packs each convolution's weights once instead of at every call
+        pipe.unet = torch.compile(pipe.unet)
     return pipe
 
 # %% ../nbs/04_generate.ipynb #2d509a36
@@ -518,7 +521,7 @@ def _time_image(gen, scheduler, steps, size, settle:int=2):
     gen.generate(['frontal police mugshot photograph of a man'], [1], size=size, steps=steps, scheduler=scheduler)
     total = time.perf_counter() - t; pre.remove(); post.remove()
     every = max(gen.options['deep_cache'], 1)  # with DeepCache, step i runs the whole UNet when i % every == 0
-    steady = [(i, c) for i, c in enumerate(calls) if i >= settle]  # the first calls after another setting ran are slow here
+    steady = [(i, c) for i, c in enumerate(calls) if i >= settle]  # the first calls carry one-off costs (memory, caches)
     cached = np.median([c for i, c in steady if i % every]) if every > 1 else 0.0
     return {'whole': np.median([c for i, c in steady if i % every == 0]), 'cached': cached, 'every': every, 'outside': total - sum(calls)}
 
@@ -528,7 +531,8 @@ def seconds_per_image(t:dict, steps:int):
     return t['outside'] + whole * t['whole'] + (steps - whole) * t['cached']
 
 def bench_generate(size:int=320, # image side
-                   repeats:int=3): # timed images per setting, taken in turns so that noise hits all settings alike
+                   repeats:int=3, # timed images per setting, taken in turns so that noise hits all settings alike
+                   compile:bool=False): # add a column with the UNet compiled (minutes of compiling first)
     "Seconds per image: the original recipe vs this stage's defaults (and with DeepCache), SD 1.5 architecture, random weights."
     import tempfile
     threads = torch.get_num_threads(); torch.set_num_threads(os.cpu_count())  # notebooks may have set one thread
@@ -537,13 +541,14 @@ def bench_generate(size:int=320, # image side
         settings = {'original': (FaceGenerator(str(folder), [(lora, 1.0)], dtype='fp32', fuse=False, channels_last=False), 'pndm', 5),
                     'this stage': (FaceGenerator(str(folder), [(lora, 1.0)]), 'dpmpp-2m-karras', 8),
                     '+ DeepCache 3': (FaceGenerator(str(folder), [(lora, 1.0)], deep_cache=3), 'dpmpp-2m-karras', 9)}
+        if compile: settings['+ compile'] = (FaceGenerator(str(folder), [(lora, 1.0)], compile=True), 'dpmpp-2m-karras', 8)
         for gen, sched, _ in settings.values(): gen.generate(['warm up'], [0], size=size, steps=2, scheduler=sched)
         runs = {k: [] for k in settings}
         for _ in tqdm(range(repeats), desc='rounds'):
             for k, (gen, sched, steps) in settings.items(): runs[k].append(_time_image(gen, sched, steps, size))
         dtype = DTYPE_NAMES[settings['this stage'][0].dtype]
     torch.set_num_threads(threads)
-    image_steps = {'original': 50, 'this stage': 25, '+ DeepCache 3': 25}
+    image_steps = {'original': 50, 'this stage': 25, '+ DeepCache 3': 25, '+ compile': 25}
     cols = {k: sorted(r, key=lambda t: seconds_per_image(t, image_steps[k]))[len(r) // 2] for k, r in runs.items()}  # the median round
     for k, t in cols.items(): t.update(image=seconds_per_image(t, image_steps[k]), image_20_steps=seconds_per_image(t, 20))
     _print_bench(cols, size, dtype)
@@ -552,7 +557,7 @@ def bench_generate(size:int=320, # image side
 # %% ../nbs/04_generate.ipynb #ff1b7118
 def _print_bench(cols, size, dtype):
     print(f'SD 1.5 architecture, {size} px, random weights, {os.cpu_count()} threads; target 10 s per image')
-    rows = [('recipe', ['PNDM 50 fp32', f'DPM++ 25 {dtype}', f'DPM++ 25 {dtype}']), ('LoRA', ['unfused', 'fused', 'fused']),
+    rows = [('recipe', ['PNDM 50 fp32'] + [f'DPM++ 25 {dtype}'] * (len(cols) - 1)), ('LoRA', ['unfused'] + ['fused'] * (len(cols) - 1)),
             ('s per whole UNet call (CFG batch 2)', [f"{c['whole']:.2f}" for c in cols.values()]),
             ('s per cached UNet call', [f"{c['cached']:.2f}" if c['every'] > 1 else '-' for c in cols.values()]),
             ('s outside the UNet per image', [f"{c['outside']:.2f}" for c in cols.values()]),
