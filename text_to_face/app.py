@@ -15,7 +15,7 @@ from pathlib import Path
 from PIL import Image
 from fastcore.basics import patch
 from .core import *
-from .schema import load_schema, forensic_prompt
+from .schema import load_schema, forensic_prompt, check_text, _allowed
 from .generate import read_record
 
 # %% ../nbs/06_app.ipynb #e1790e11
@@ -315,7 +315,6 @@ REWRITE_PROMPT = ('Rewrite this description of a face as one or two plain senten
 def check_rewrite(rewritten:str, # the text model's output
                   details:list): # words and phrases that must survive (the form's values)
     "The cleaned rewrite, or ValueError naming the details it lost."
-    from text_to_face.schema import check_text
     text = ' '.join(check_text(rewritten.strip(), 'rewritten description').split())
     lost = [d for d in details if not re.search(rf'\b{re.escape(d)}\b', text, re.IGNORECASE)]  # whole words: 'man' is not in 'command'
     if lost: raise ValueError(f'the rewrite lost {", ".join(lost)}; the template description is kept')
@@ -376,10 +375,15 @@ class Dashboard:
 
 # %% ../nbs/06_app.ipynb #3633d3e2
 @patch
+def _error(self:Dashboard, message):
+    "Show `message` (an exception or text) as the status line, in red."
+    self.status.value = f'<b style="color:#b00">{html.escape(str(message))}</b>'
+
+@patch
 def open_case(self:Dashboard):
     "Open the case record typed in the case bar; show its history."
     try: self.s.open(self.case_no.value, self.witness.value, self.operator.value)
-    except ValueError as e: self.status.value = f'<b style="color:#b00">{html.escape(str(e))}</b>'; return
+    except ValueError as e: self._error(e); return
     self.status.value = f'case {html.escape(self.case_no.value)}, witness {html.escape(self.witness.value)}'
     self.grid.children = (); self.show_history()
 
@@ -387,13 +391,13 @@ def open_case(self:Dashboard):
 def describe(self:Dashboard):
     "Turn the form and details into the prompt shown (and editable) in the description box."
     try: self.description.value = self.s.describe(form_attributes(self.fields), self.free_text.value).plain
-    except ValueError as e: self.status.value = f'<b style="color:#b00">{html.escape(str(e))}</b>'
+    except ValueError as e: self._error(e)
 
 @patch
 def rewrite(self:Dashboard):
     "Have the local text model rewrite the description (in a thread); keep the template's if a detail got lost."
     attrs, specs = form_attributes(self.fields), load_schema()['attributes']
-    said = lambda k, v: specs[k]['values'][v] if isinstance(specs[k].get('values'), dict) else v  # 'male' is said 'man'
+    said = lambda k, v: _allowed(specs[k])[v]  # 'male' is said 'man'
     details = [said(k, v) for k, v in attrs.items() if k not in ('age', 'marks') and said(k, v)]
     details += [m[k] for m in attrs.get('marks', []) for k in ('type', 'location')]
     def job():
@@ -401,7 +405,7 @@ def rewrite(self:Dashboard):
         try:
             self.description.value = rewrite_description(self.description.value, self.rewriter, details)
             self.status.value = 'rewritten by the local model: check it before generating'
-        except Exception as e: self.status.value = f'<b style="color:#b00">{html.escape(str(e))}</b>'
+        except Exception as e: self._error(e)
     self.job = threading.Thread(target=job, daemon=True); self.job.start()
 
 @patch
@@ -424,7 +428,7 @@ def run(self:Dashboard, work):
     "Run `work(progress)` in a thread unless a job is running; show its result as the new array."
     if self.busy: return None
     try: self._sync_prompt()
-    except ValueError as e: self.status.value = f'<b style="color:#b00">{html.escape(str(e))}</b>'; return None
+    except ValueError as e: self._error(e); return None
     def progress(done, total): self.progress.max, self.progress.value = max(total, 1), done
     self.busy = True  # set here, in the kernel's thread, so that a click arriving next is refused
     self.s.cancel.clear()  # here too: a Cancel clicked right after the start must not be lost
@@ -437,7 +441,7 @@ def run(self:Dashboard, work):
             self.grid.children = [candidate_tile(i, lambda iid, on: self.s.select([iid], on)) for i in items]
             self.show_history()
             self.status.value = f'{len(items)} candidates' + (' (cancelled)' if self.s.cancel.is_set() else '')
-        except Exception as e: self.status.value = f'<b style="color:#b00">{html.escape(type(e).__name__ + ": " + str(e))}</b>'
+        except Exception as e: self._error(f'{type(e).__name__}: {e}')
         finally:
             self.busy = False
             for b in buttons: b.disabled = False
@@ -465,7 +469,7 @@ def show_history(self:Dashboard):
 @patch
 def _mark_final(self:Dashboard):
     try: ids = self._chosen()
-    except ValueError as e: self.status.value = f'<b style="color:#b00">{e}</b>'; return
+    except ValueError as e: self._error(e); return
     self.s.mark_final(ids[0]); self.status.value = f'#{ids[0]} is the final composite'; self.show_history()
 
 @patch

@@ -396,7 +396,7 @@ def merge_captions(run_dir:str, # run directory holding captions-*-of-*.jsonl
     missing = [f['file_name'] for f in faces if f['file_name'] not in found]
     if missing: raise ValueError(f'{len(missing)} of {len(faces)} faces have no caption yet (first: {missing[0]}); finish every shard first')
     rows = [found[f['file_name']] for f in faces]
-    with atomic_write(run/'captions.jsonl') as f: f.writelines(dumps(r) + '\n' for r in rows)
+    write_jsonl(run/'captions.jsonl', rows)
     record_config(run, 'caption-merge', {'shards': [p.name for p in shards]})
     return caption_summary(run, rows)
 

@@ -82,7 +82,7 @@ def write_split(folder, rows, faces_dir):
     "Write `rows` as an imagefolder split: images under their file names, and metadata.jsonl; count links and copies."
     folder = Path(folder); how = Counter()
     for r in rows: how[_link_or_copy(Path(faces_dir)/r['file_name'], folder/r['file_name'])] += 1
-    with atomic_write(folder/'metadata.jsonl') as f: f.writelines(dumps(r) + '\n' for r in rows)
+    write_jsonl(folder/'metadata.jsonl', rows)
     return dict(how)
 
 def _swap_in(work, final):

@@ -7,8 +7,7 @@ __all__ = ['SCHEDULERS', 'STATEMENT', 'WATERMARK_BITS', 'WATERMARK_METHOD', 'WAT
            'MAX_SIZE', 'GENERATOR_ARGS', 'cached_file_hash', 'model_hash', 'make_scheduler', 'slerp', 'initial_noise',
            'a1111_parameters', 'parse_parameters', 'save_png', 'read_record', 'add_watermark', 'read_watermark',
            'check_lora', 'GeneratedImage', 'FaceGenerator', 'check_request', 'generator_for', 'regenerate_image',
-           'generate_images', 'generate_csv', 'pd_isna', 'generate', 'regenerate', 'seconds_per_image',
-           'bench_generate']
+           'generate_images', 'generate_csv', 'generate', 'regenerate', 'seconds_per_image', 'bench_generate']
 
 # %% ../nbs/04_generate.ipynb #9b7e5cff
 import dataclasses, math, os, platform, sys, time, unicodedata
@@ -406,17 +405,18 @@ def generate_images(prompts, model:str, seeds, loras=(), **kwargs):
 # %% ../nbs/04_generate.ipynb #5f75e484
 def _csv_prompts(csv_path):
     import pandas as pd
-    df = pd.read_csv(csv_path, dtype={'seed': 'Int64'}) if Path(csv_path).exists() else None
-    if df is None: raise FileNotFoundError(f'CSV file {csv_path} does not exist')
+    if not Path(csv_path).exists(): raise FileNotFoundError(f'CSV file {csv_path} does not exist')
+    df = pd.read_csv(csv_path, dtype={'seed': 'Int64'})
     col = next((c for c in ('prompt', 'caption', 'description') if c in df.columns), None)
     if col is None: raise ValueError(f'{csv_path} has no prompt, caption or description column (it has {list(df.columns)})')
-    return df[col].fillna('').astype(str).tolist(), (df['seed'].tolist() if 'seed' in df.columns else [None] * len(df))
+    seeds = [None if pd.isna(v) else int(v) for v in df['seed']] if 'seed' in df.columns else [None] * len(df)
+    return df[col].fillna('').astype(str).tolist(), seeds
 
 def generate_csv(gen:FaceGenerator, csv_path, out_dir, seed:int=0, batch_size:int=4, template:bool=True, progress:bool=True, **kwargs):
     "Generate one image per CSV row into `out_dir`, resuming after the rows already in generated.jsonl."
     prompts, seeds = _csv_prompts(csv_path)
     out = Path(out_dir); done = {r['csv_row'] for r in repair_jsonl(out/'generated.jsonl') if 'csv_row' in r}
-    todo, bar = [i for i in range(len(prompts)) if i not in done], None
+    todo = [i for i in range(len(prompts)) if i not in done]
     bar = tqdm(total=len(prompts), initial=len(prompts) - len(todo), disable=not progress, desc='images')
     for k in range(0, len(todo), batch_size):
         rows, jobs = todo[k:k + batch_size], []
@@ -424,14 +424,11 @@ def generate_csv(gen:FaceGenerator, csv_path, out_dir, seed:int=0, batch_size:in
             try: jobs.append((i, forensic_prompt(prompts[i]).prompt if template else check_text(prompts[i], 'prompt')))
             except ValueError as e: append_jsonl(out/'generated.jsonl', [{'csv_row': i, 'rejected': str(e)}])
         if jobs:
-            s = [int(seeds[i]) if seeds[i] is not None and not pd_isna(seeds[i]) else seed + i for i, _ in jobs]
+            s = [seed + i if seeds[i] is None else seeds[i] for i, _ in jobs]
             gen.generate([p for _, p in jobs], s, out_dir=out, names=[f'{i:05d}' for i, _ in jobs], extra=[{'csv_row': i} for i, _ in jobs], **kwargs)
         bar.update(len(rows))
     bar.close()
     return read_jsonl(out/'generated.jsonl')
-
-def pd_isna(v):
-    import pandas as pd; return pd.isna(v)
 
 # %% ../nbs/04_generate.ipynb #38206236
 def _parse_lora(spec:str):

@@ -84,6 +84,10 @@ def _not_found(name, spec):
                          f"`t2f download {name}` (it fills the Hugging Face cache, {where}; copy that folder here or set "
                          f"HF_HOME to it), or pass the path of a local copy instead of {name!r}.")
 
+def _may_download(allow_download:bool):
+    "Whether a missing model may be fetched: the caller allows it and `HF_HUB_OFFLINE`, the project's one offline switch, is unset."
+    return allow_download and os.environ.get('HF_HUB_OFFLINE', '0').lower() not in ('1', 'true', 'yes')
+
 def resolve_model(name:str, # registry name, `tiny-*` name, or path of a local folder
                   allow_download:bool=True): # may fetch from the hub when it is reachable
     "A local folder holding the model `name`, ready for `from_pretrained` (for a single-file checkpoint: the file)."
@@ -96,7 +100,7 @@ def resolve_model(name:str, # registry name, `tiny-*` name, or path of a local f
     from huggingface_hub import snapshot_download
     try: return Path(snapshot_download(spec.source, local_files_only=True))
     except Exception: pass
-    if not allow_download or os.environ.get('HF_HUB_OFFLINE', '0').lower() in ('1', 'true', 'yes'): raise _not_found(name, spec)
+    if not _may_download(allow_download): raise _not_found(name, spec)
     try: return Path(snapshot_download(spec.source))
     except Exception as e: raise _not_found(name, spec) from e
 
@@ -133,8 +137,7 @@ def fetch_checkpoint(spec:CheckpointSpec, # the file to fetch
 def _resolve_checkpoint(name, spec, allow_download):
     path = checkpoint_path(spec)
     if path.is_file(): return path
-    offline = os.environ.get('HF_HUB_OFFLINE', '0').lower() in ('1', 'true', 'yes')  # the project's one offline switch
-    if allow_download and not offline:
+    if _may_download(allow_download):
         try: return fetch_checkpoint(spec)
         except Exception as e: raise _checkpoint_not_found(name, spec) from e
     raise _checkpoint_not_found(name, spec)

@@ -368,7 +368,7 @@ def _publish(out, rows, tables, dup_bits, identity_threshold):
     fields = ('file_name', 'source', 'box', 'landmarks', 'n_faces', 'eye_angle', 'quality')
     published = [{**m, **{k: r[k] for k in fields}, 'person_id': ids[r['file_name']][0], 'person_id_from': ids[r['file_name']][1]}
                  for r, (m, _) in zip(kept, metas)]
-    with atomic_write(out/'metadata.jsonl') as f: f.writelines(dumps(r) + '\n' for r in published)
+    write_jsonl(out/'metadata.jsonl', published)
     with atomic_write(out/'rejects.csv', newline='') as f:
         w = csv.DictWriter(f, ['source', 'reason', 'detail']); w.writeheader(); w.writerows(sorted(rejects, key=lambda r: r['source']))
     return published, rejects, sum(c for _, c in metas)

@@ -40,7 +40,7 @@ def lfw_dataset(dest, # folder to write `train/` and `val/` into (e.g. RUN/datas
         rows = [{'file_name': f'lfw_{i:03d}.png', 'text': f'a grayscale photo of the face of person {i}',
                  'person_id': f'lfw-{i}', 'attributes': {}} for i in idx]
         for r, i in zip(rows, idx): lfw_face(i, size, pad=0).convert('RGB').save(dest/split/r['file_name'])
-        with atomic_write(dest/split/'metadata.jsonl') as f: f.writelines(dumps(r) + '\n' for r in rows)
+        write_jsonl(dest/split/'metadata.jsonl', rows)
     return dest
 
 # %% ../nbs/03_train.ipynb #512ebe51
@@ -159,6 +159,7 @@ class CachedItems:
         self.files = [safe_open(str(s), 'pt') for s in shards]
         self.where = [(f, i) for f in self.files for i in range(int(f.metadata()['n']))]
         self.keys = set(self.files[0].keys())
+        self.latent_shape = tuple(self.files[0].get_slice('latents').get_shape()[1:])  # (channels, height, width) of one item
     def __len__(self): return len(self.where)
     def __getitem__(self, idx):
         return {k: torch.cat([self.where[i][0].get_slice(k)[self.where[i][1]:self.where[i][1] + 1] for i in idx])
@@ -317,8 +318,7 @@ def validation_loss(m, items, seed, batch_size=16):
     unet = _unwrap(m['unet'])
     n, T = len(items), m['scheduler'].config.num_train_timesteps
     g = torch.Generator().manual_seed(seed + 7)
-    first = items[[0]]
-    noise = torch.randn(n, *first['latents'].shape[1:], generator=g)
+    noise = torch.randn(n, *items.latent_shape, generator=g)
     timesteps = torch.linspace(0, T - 1, n).round().long()[torch.randperm(n, generator=g)]  # spread over the whole schedule
     total, dev = 0.0, unet.device
     for i in range(0, n, batch_size):
@@ -418,11 +418,10 @@ def _setup(acc, p):
 # %% ../nbs/03_train.ipynb #b6ff900f
 def _optimizer_step(acc, m, p, items, empty, step, params, opt, sched):
     world, losses = acc.num_processes, []
-    shape = items[[0]]['latents'].shape[1:]
     for k in range(p['grad_accum']):
         mb = step * p['grad_accum'] + k
         idx = batch_indices(len(items), p['batch_size'] * world, mb, p['seed'])
-        draws = draw_step(mb, p['batch_size'] * world, shape, m['scheduler'].config.num_train_timesteps, p['seed'],
+        draws = draw_step(mb, p['batch_size'] * world, items.latent_shape, m['scheduler'].config.num_train_timesteps, p['seed'],
                           p['noise_offset'], p['caption_dropout'])
         mine = slice(acc.process_index * p['batch_size'], (acc.process_index + 1) * p['batch_size'])
         with contextlib.ExitStack() as ctx:
@@ -528,7 +527,7 @@ def _resume(acc, lora_dir, resume):
     if found: acc.load_state(str(found[-1]))
     if acc.is_main_process:
         rows = [r for r in repair_jsonl(lora_dir/'log.jsonl') if r['step'] <= start]
-        with atomic_write(lora_dir/'log.jsonl') as f: f.writelines(dumps(r) + '\n' for r in rows)
+        write_jsonl(lora_dir/'log.jsonl', rows)
     acc.wait_for_everyone()
     return start
 
