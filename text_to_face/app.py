@@ -8,7 +8,7 @@ __all__ = ['SCHEMA_SQL', 'AI_LABEL', 'REWRITE_PROMPT', 'PAGE', 'CaseStore', 'Ima
            'dashboard', 'app']
 
 # %% ../nbs/06_app.ipynb #7f23daa7
-import html, base64, dataclasses, io, json, os, random, re, sqlite3, subprocess, sys, threading, time
+import html, base64, dataclasses, functools, io, json, os, random, re, sqlite3, subprocess, sys, threading, time
 import numpy as np
 from contextlib import closing
 from pathlib import Path
@@ -16,7 +16,7 @@ from PIL import Image
 from fastcore.basics import patch
 from .core import *
 from .schema import load_schema, forensic_prompt, check_text, _allowed
-from .generate import read_record
+from .generate import read_record, parse_lora
 
 # %% ../nbs/06_app.ipynb #e1790e11
 SCHEMA_SQL = '''
@@ -256,6 +256,7 @@ def mark_final(self:CompositeSession, image_id:int):
     self.store.mark(self.case_id, [image_id], 'final')
 
 # %% ../nbs/06_app.ipynb #5b5fbedc
+@functools.lru_cache(maxsize=1024)  # images never change once written; redraws reuse their thumbnails
 def _thumb(path, size=160):
     img = Image.open(path); img.thumbnail((size, size))
     buf = io.BytesIO(); img.save(buf, 'PNG'); return base64.b64encode(buf.getvalue()).decode()
@@ -507,8 +508,7 @@ def dashboard(model:str='realvisxl4', # generator model: registry name, tiny-* o
         banner = banner or _banner('<b>Demo model</b>: tiny random weights make noise-like images. Start with '
                                    '<code>t2f app --model realvisxl4</code> (or sd15, or a folder) for real faces.', '#ffd')
     tiny = model.startswith('tiny-')
-    loras = [tuple(lora.rsplit(':', 1)) if ':' in lora and not Path(lora).exists() else (lora, 1.0)] if lora else []
-    s = CompositeSession(data_dir, model, [(p, float(w)) for p, w in loras], size=size or (64 if tiny else 320),
+    s = CompositeSession(data_dir, model, [parse_lora(lora)] if lora else [], size=size or (64 if tiny else 320),
                          steps=steps or (4 if tiny else 25), deep_cache=deep_cache)
     return Dashboard(s, banner, rewriter).widget()
 

@@ -4,10 +4,12 @@
 
 # %% auto #0
 __all__ = ['SCHEDULERS', 'STATEMENT', 'WATERMARK_BITS', 'WATERMARK_METHOD', 'WATERMARK_MIN_PX', 'DTYPE_NAMES', 'OPTIONS',
-           'MAX_SIZE', 'GENERATOR_ARGS', 'cached_file_hash', 'model_hash', 'make_scheduler', 'slerp', 'initial_noise',
-           'a1111_parameters', 'parse_parameters', 'save_png', 'read_record', 'add_watermark', 'read_watermark',
-           'check_lora', 'GeneratedImage', 'FaceGenerator', 'check_request', 'generator_for', 'regenerate_image',
-           'generate_images', 'generate_csv', 'generate', 'regenerate', 'seconds_per_image', 'bench_generate']
+           'MAX_SIZE', 'GENERATOR_ARGS', 'FACTS_BF16_TFLOPS', 'UNET_TFLOP', 'cached_file_hash', 'model_hash',
+           'make_scheduler', 'slerp', 'initial_noise', 'a1111_parameters', 'parse_parameters', 'save_png',
+           'read_record', 'add_watermark', 'read_watermark', 'check_lora', 'PackedConv2d', 'PackedLinear',
+           'pack_weights', 'GeneratedImage', 'FaceGenerator', 'check_request', 'generator_for', 'regenerate_image',
+           'generate_images', 'generate_csv', 'parse_lora', 'generate', 'regenerate', 'matmul_tflops',
+           'seconds_per_image', 'bench_generate']
 
 # %% ../nbs/04_generate.ipynb #9b7e5cff
 import dataclasses, math, os, platform, sys, time, unicodedata
@@ -152,6 +154,54 @@ def check_lora(path, # a LoRA .safetensors file
     return path
 
 # %% ../nbs/04_generate.ipynb #87cabff2
+import functools
+from torch import nn
+
+@functools.cache
+def _bf16_packable(): return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+def _packable(layer, x):
+    "Whether `layer` may run on packed weights for input `x`: CPU inference, fp32 or (where oneDNN supports it) bf16."
+    return (x.device.type == 'cpu' and not torch.is_grad_enabled() and x.dtype == layer.weight.dtype
+            and (x.dtype == torch.float32 or (x.dtype == torch.bfloat16 and _bf16_packable())))
+
+def _pack_key(layer, x):
+    "What a pack is good for: the input's shape and dtype, and the weight tensor (`.to()` or a new `.data` makes a new one)."
+    return x.shape, x.dtype, layer.weight.data_ptr()
+
+# %% ../nbs/04_generate.ipynb #b2999b57
+class PackedConv2d(nn.Conv2d):
+    "A `Conv2d` that keeps its weights in oneDNN's layout for the last input shape instead of reordering them at every call."
+    def forward(self, x):
+        if not (_packable(self, x) and x.dim() == 4): return super().forward(x)
+        geometry = list(self.padding), list(self.stride), list(self.dilation), self.groups
+        key = _pack_key(self, x)
+        if self._packed_for != key:
+            self._packed, self._packed_for = torch.ops.mkldnn._reorder_convolution_weight(self.weight, *geometry, list(x.shape)), key
+        return torch.ops.mkldnn._convolution_pointwise(x, self._packed, self.bias, *geometry, 'none', [], '')
+
+class PackedLinear(nn.Linear):
+    "A `Linear` that keeps its weights in oneDNN's layout for the last input shape instead of reordering them at every call."
+    def forward(self, x):
+        if not _packable(self, x): return super().forward(x)
+        key = _pack_key(self, x)
+        if self._packed_for != key:
+            self._packed, self._packed_for = torch.ops.mkldnn._reorder_linear_weight(self.weight, x.numel() // x.shape[-1]), key
+        return torch.ops.mkldnn._linear_pointwise(x, self._packed, self.bias, 'none', [], '')
+
+# %% ../nbs/04_generate.ipynb #01f9f838
+def pack_weights(model:nn.Module): # a model whose weights stay fixed from now on
+    "Give `model`'s convolutions and linear layers packed weights for CPU inference; returns how many layers it changed."
+    if not torch.backends.mkldnn.is_available(): return 0
+    changed = 0
+    for m in model.modules():
+        if type(m) in (nn.Conv2d, PackedConv2d) and m.padding_mode == 'zeros' and not isinstance(m.padding, str): m.__class__ = PackedConv2d
+        elif type(m) in (nn.Linear, PackedLinear): m.__class__ = PackedLinear
+        else: continue
+        m._packed_for, changed = None, changed + 1  # packing again forgets old packs, so changed weights are picked up
+    return changed
+
+# %% ../nbs/04_generate.ipynb #3fc00c85
 @dataclass
 class GeneratedImage:
     "One generated image, its generation record, and where it was written (if it was)."
@@ -160,14 +210,14 @@ class GeneratedImage:
     path:Path=None
 
 DTYPE_NAMES = {torch.float32: 'fp32', torch.bfloat16: 'bf16', torch.float16: 'fp16'}
-OPTIONS = dict(channels_last=True, compile=False, attention_slicing=False, vae_tiling=False, cpu_offload=False, deep_cache=0)
+OPTIONS = dict(channels_last=True, pack_weights=True, compile=False, attention_slicing=False, vae_tiling=False, cpu_offload=False, deep_cache=0)
 
 def _versions():
     import diffusers, transformers, compel, peft
     return {'text_to_face': __version__, 'torch': torch.__version__, 'diffusers': diffusers.__version__,
             'transformers': transformers.__version__, 'peft': peft.__version__, 'python': platform.python_version()}
 
-# %% ../nbs/04_generate.ipynb #b2999b57
+# %% ../nbs/04_generate.ipynb #1d602227
 class FaceGenerator:
     "A Stable Diffusion 1.5 or SDXL pipeline, with LoRAs, loaded once, that makes images with provenance."
     def __init__(self, model:str, # registry name, tiny-* name or folder
@@ -175,7 +225,7 @@ class FaceGenerator:
                  device=None, # default: CUDA if available, else CPU
                  dtype=None, # 'fp32', 'bf16', 'fp16'; default: the shared policy (pick_dtype)
                  fuse:bool=True, # fuse the LoRAs into the weights (faster; weights fixed)
-                 **options): # see OPTIONS: channels_last, compile, attention_slicing, vae_tiling, cpu_offload, deep_cache
+                 **options): # see OPTIONS: channels_last, pack_weights, compile, attention_slicing, vae_tiling, cpu_offload, deep_cache
         unknown = set(options) - set(OPTIONS)
         if unknown: raise ValueError(f'unknown options {sorted(unknown)}; options are {list(OPTIONS)}')
         self.model, self.folder = str(model), resolve_model(str(model))
@@ -214,6 +264,8 @@ def _apply_options(self, pipe):
     if o['channels_last']: pipe.unet.to(memory_format=torch.channels_last); pipe.vae.to(memory_format=torch.channels_last)
     if o['attention_slicing']: pipe.enable_attention_slicing()
     if o['vae_tiling']: pipe.vae.enable_tiling()
+    if o['pack_weights'] and self.device.type == 'cpu' and not o['compile']:  # compiling freezes (packs) the weights itself
+        for part in (pipe.unet, pipe.vae): pack_weights(part)
     if o['compile']:
         import torch._inductor.config as inductor
         inductor.freezing = True  # weights as constants: on CPU oneDNN packs each convolution's weights once instead of at every call
@@ -367,8 +419,9 @@ def refine(self, image, # the image to refine: a path (recorded) or a PIL image
 # %% ../nbs/04_generate.ipynb #0b200172
 def generator_for(record:dict, device=None):
     "A FaceGenerator set up as the one that made `record`, after checking the model and LoRA hashes."
+    options = {'pack_weights': False, **record['options']}  # records older than packing were made without it
     gen = FaceGenerator(record['model'], [(l['path'], l['weight']) for l in record['loras']], device=device or record['device'],
-                        dtype=record['dtype'], fuse=record['fused'], **record['options'])
+                        dtype=record['dtype'], fuse=record['fused'], **options)
     if gen.model_hash != record['model_hash']:
         raise ValueError(f"model {record['model']!r} here (hash {gen.model_hash[:10]}) is not the one that made the image ({record['model_hash'][:10]})")
     for l in record['loras']:
@@ -431,9 +484,11 @@ def generate_csv(gen:FaceGenerator, csv_path, out_dir, seed:int=0, batch_size:in
     return read_jsonl(out/'generated.jsonl')
 
 # %% ../nbs/04_generate.ipynb #38206236
-def _parse_lora(spec:str):
+def parse_lora(spec:str): # PATH or PATH:WEIGHT
+    "A `(path, weight)` pair from `PATH[:WEIGHT]`; weight 1 when none is given (or the whole spec is an existing file)."
     path, _, weight = spec.rpartition(':')
-    try: return (path, float(weight)) if path else (spec, 1.0)
+    if not path or Path(spec).exists(): return (spec, 1.0)
+    try: return (path, float(weight))
     except ValueError: return (spec, 1.0)
 
 def _description(description, attributes):
@@ -464,10 +519,10 @@ def generate(description:str=None, # what the face looks like, in words (or use 
              device:str=None, # cuda, cpu, ... (default: the shared policy)
              dtype:str=None, # fp32, bf16, fp16 (default: the shared policy)
              fuse:bool=True, # fuse LoRAs into the weights
-             deep_cache:int=0, # DeepCache: the whole UNet only every N steps (0 = off; 3 is about twice as fast)
+             deep_cache:int=0, # DeepCache: the whole UNet only every N steps (0 = off; 3 is 2.4x as fast)
              progress:bool=True): # show a progress bar (batch mode)
     "Generate face images from a description (or a CSV of them), with provenance, into `out`."
-    gen = FaceGenerator(model, [_parse_lora(l) for l in lora or []], device=device, dtype=dtype, fuse=fuse, deep_cache=deep_cache)
+    gen = FaceGenerator(model, [parse_lora(l) for l in lora or []], device=device, dtype=dtype, fuse=fuse, deep_cache=deep_cache)
     kw = dict(size=size, steps=steps, guidance=guidance, scheduler=scheduler, variation_seed=variation_seed, variation_strength=variation_strength)
     if Path(out).name == 'generated' and Path(out).parent != Path('.'): record_config(Path(out).parent, 'generate', dict(model=model, lora=lora, **kw))
     if csv: return generate_csv(gen, csv, out, seed=seed, template=not raw, progress=progress, **kw)
@@ -509,9 +564,19 @@ def _bench_model(folder):
     return Path(folder), Path(folder)/'lora'/'pytorch_lora_weights.safetensors'
 
 # %% ../nbs/04_generate.ipynb #bde4bdb7
+FACTS_BF16_TFLOPS, UNET_TFLOP = 1.53, 0.533  # FACTS.md: the bf16 matmul peak of these cores, quiet; one SD 1.5 UNet call at 320 px, CFG batch 2
+
+def matmul_tflops(n:int=2048, repeats:int=5):
+    "How fast this machine multiplies bf16 matrices right now, in TFLOP/s (the best of `repeats`)."
+    a, b = torch.randn(n, n, dtype=torch.bfloat16), torch.randn(n, n, dtype=torch.bfloat16)
+    best = math.inf
+    for _ in range(repeats):
+        t = time.perf_counter(); a @ b; best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best / 1e12
+
 def _time_image(gen, scheduler, steps, size, settle:int=2):
-    "Median seconds per whole and per cached UNet call (after the first `settle`), and seconds outside the UNet, of one image."
-    calls, start = [], {}
+    "Median seconds per whole and per cached UNet call (after the first `settle`), seconds outside the UNet, and the machine's speed, of one image."
+    calls, start, speed = [], {}, matmul_tflops()
     pre = gen.pipe.unet.register_forward_pre_hook(lambda *_: start.__setitem__('t', time.perf_counter()))
     post = gen.pipe.unet.register_forward_hook(lambda *_: calls.append(time.perf_counter() - start['t']))
     t = time.perf_counter()
@@ -520,7 +585,8 @@ def _time_image(gen, scheduler, steps, size, settle:int=2):
     every = max(gen.options['deep_cache'], 1)  # with DeepCache, step i runs the whole UNet when i % every == 0
     steady = [(i, c) for i, c in enumerate(calls) if i >= settle]  # the first calls carry one-off costs (memory, caches)
     cached = np.median([c for i, c in steady if i % every]) if every > 1 else 0.0
-    return {'whole': np.median([c for i, c in steady if i % every == 0]), 'cached': cached, 'every': every, 'outside': total - sum(calls)}
+    return {'whole': np.median([c for i, c in steady if i % every == 0]), 'cached': cached, 'every': every, 'outside': total - sum(calls),
+            'tflops': (speed + matmul_tflops()) / 2}
 
 def seconds_per_image(t:dict, steps:int):
     "Seconds for an image of `steps` steps from the timings `t` of `_time_image`."
@@ -535,7 +601,8 @@ def bench_generate(size:int=320, # image side
     threads = torch.get_num_threads(); torch.set_num_threads(os.cpu_count())  # notebooks may have set one thread
     with tempfile.TemporaryDirectory() as d:
         folder, lora = _bench_model(Path(d)/'sd15-random')
-        settings = {'original': (FaceGenerator(str(folder), [(lora, 1.0)], dtype='fp32', fuse=False, channels_last=False), 'pndm', 5),
+        settings = {'original': (FaceGenerator(str(folder), [(lora, 1.0)], dtype='fp32', fuse=False, channels_last=False, pack_weights=False), 'pndm', 5),
+                    'unpacked': (FaceGenerator(str(folder), [(lora, 1.0)], pack_weights=False), 'dpmpp-2m-karras', 8),
                     'this stage': (FaceGenerator(str(folder), [(lora, 1.0)]), 'dpmpp-2m-karras', 8),
                     '+ DeepCache 3': (FaceGenerator(str(folder), [(lora, 1.0)], deep_cache=3), 'dpmpp-2m-karras', 9)}
         if compile: settings['+ compile'] = (FaceGenerator(str(folder), [(lora, 1.0)], compile=True), 'dpmpp-2m-karras', 8)
@@ -545,9 +612,11 @@ def bench_generate(size:int=320, # image side
             for k, (gen, sched, steps) in settings.items(): runs[k].append(_time_image(gen, sched, steps, size))
         dtype = DTYPE_NAMES[settings['this stage'][0].dtype]
     torch.set_num_threads(threads)
-    image_steps = {'original': 50, 'this stage': 25, '+ DeepCache 3': 25, '+ compile': 25}
+    image_steps = {'original': 50, 'unpacked': 25, 'this stage': 25, '+ DeepCache 3': 25, '+ compile': 25}
     cols = {k: sorted(r, key=lambda t: seconds_per_image(t, image_steps[k]))[len(r) // 2] for k, r in runs.items()}  # the median round
-    for k, t in cols.items(): t.update(image=seconds_per_image(t, image_steps[k]), image_20_steps=seconds_per_image(t, 20))
+    for k, t in cols.items():
+        t.update(image=seconds_per_image(t, image_steps[k]), image_20_steps=seconds_per_image(t, 20))
+        t['image_at_facts_speed'] = t['image'] * t['tflops'] / FACTS_BF16_TFLOPS  # compute-bound: time scales with the machine's speed
     _print_bench(cols, size, dtype)
     return cols
 
@@ -560,6 +629,10 @@ def _print_bench(cols, size, dtype):
             ('s outside the UNet per image', [f"{c['outside']:.2f}" for c in cols.values()]),
             ('s per image', [f"{c['image']:.1f}" for c in cols.values()]),
             ('speed-up over the original', [f"x{cols['original']['image'] / c['image']:.1f}" for c in cols.values()]),
-            ('s per image at 20 steps', ['-'] + [f"{c['image_20_steps']:.1f}" for c in list(cols.values())[1:]])]
+            ('s per image at 20 steps', ['-'] + [f"{c['image_20_steps']:.1f}" for c in list(cols.values())[1:]]),
+            ('bf16 matmul TFLOP/s meanwhile', [f"{c['tflops']:.2f}" for c in cols.values()]),
+            (f's per image at {FACTS_BF16_TFLOPS} TFLOP/s', [f"{c['image_at_facts_speed']:.1f}" for c in cols.values()])]
     for name, vals in [('', list(cols))] + rows: print(f'{name:<36}' + ''.join(f'{v:>16}' for v in vals))
-    print(f"a whole UNet call takes {cols['this stage']['whole'] / 0.35:.1f}x the 0.35 s bf16 ceiling (FACTS.md, these CPUs)")
+    c = cols['this stage']; ceiling = UNET_TFLOP / c['tflops']
+    print(f"a whole UNet call takes {c['whole'] / ceiling:.1f}x the bf16 matmul ceiling of the moment ({ceiling:.2f} s; "
+          f"{UNET_TFLOP / FACTS_BF16_TFLOPS:.2f} s at FACTS.md's {FACTS_BF16_TFLOPS} TFLOP/s)")

@@ -4,10 +4,11 @@
 
 # %% auto #0
 __all__ = ['FAMILY_DEFAULTS', 'LORA_TARGETS', 'TEXT_LORA_TARGETS', 'lfw_dataset', 'read_split', 'load_model', 'tokenize',
-           'encode_ids', 'image_tensor', 'encode_images', 'model_key', 'build_cache', 'CachedItems', 'batch_indices',
-           'draw_step', 'diffusion_loss', 'step_inputs', 'add_lora', 'lora_state_dicts', 'kohya_metadata', 'save_lora',
-           'pipeline_of', 'sample_images', 'validation_loss', 'image_grid', 'register_lora_hooks', 'checkpoints',
-           'save_checkpoint', 'NonFiniteLoss', 'train', 'latent_distance', 'bench_train']
+           'encode_ids', 'image_tensor', 'encode_images', 'model_key', 'encode_captions', 'build_cache', 'CachedItems',
+           'batch_indices', 'draw_step', 'diffusion_loss', 'step_inputs', 'add_lora', 'lora_state_dicts',
+           'kohya_metadata', 'save_lora', 'pipeline_of', 'sample_images', 'validation_loss', 'image_grid',
+           'register_lora_hooks', 'checkpoints', 'save_checkpoint', 'NonFiniteLoss', 'train', 'latent_distance',
+           'bench_train']
 
 # %% ../nbs/03_train.ipynb #2ffd849e
 import contextlib, importlib.util, json, math, os, shutil, tempfile, time
@@ -121,6 +122,12 @@ def model_key(m):
     return params_hash([_fingerprint(vae)] + [_fingerprint(m['path']/e) for e in encoders])
 
 # %% ../nbs/03_train.ipynb #6e73d18a
+def encode_captions(m, captions):
+    "The cached tensors of `captions`: token ids, prompt embeddings and (SDXL) pooled embeddings."
+    ids = tokenize(m, captions)
+    with torch.no_grad(): embeds, pooled = encode_ids(m, ids)
+    return {'input_ids': ids, 'prompt_embeds': embeds.float(), **({} if pooled is None else {'pooled': pooled.float()})}
+
 def _encode_shard(m, rows, resolution, flip, batch=8):
     "The cached tensors of `rows`."
     out = {k: [] for k in ['latents', 'latents_flipped', 'prompt_embeds', 'pooled', 'time_ids', 'input_ids']}
@@ -129,10 +136,8 @@ def _encode_shard(m, rows, resolution, flip, batch=8):
         images, time_ids = map(torch.stack, zip(*[image_tensor(r['path'], resolution) for r in chunk]))
         out['latents'].append(encode_images(m['vae'], images))
         if flip: out['latents_flipped'].append(encode_images(m['vae'], images.flip(-1)))
-        ids = tokenize(m, [r['text'] for r in chunk])
-        with torch.no_grad(): embeds, pooled = encode_ids(m, ids)
-        out['prompt_embeds'].append(embeds.float()); out['input_ids'].append(ids); out['time_ids'].append(time_ids)
-        if pooled is not None: out['pooled'].append(pooled.float())
+        for k, v in encode_captions(m, [r['text'] for r in chunk]).items(): out[k].append(v)
+        out['time_ids'].append(time_ids)
     return {k: torch.cat(v).contiguous() for k, v in out.items() if v}
 
 def build_cache(m, rows, cache_dir, resolution:int, flip:bool=True, shard_size:int=256, progress:bool=True, batch:int=8):
@@ -491,8 +496,7 @@ def train(run_dir:str, # run directory: reads RUN/dataset/{train,val}, writes RU
         shards, counts = build_cache(m, train_rows, run/'cache', p['resolution'], p['flip'], progress=progress and acc.is_main_process,
                                      batch=p['batch_size'])  # encoding batches no larger than training batches: no higher peak memory
         val_shards, _ = build_cache(m, val_rows, run/'cache', p['resolution'], False, progress=False, batch=p['batch_size'])
-        empty = {k: v[:1] for k, v in _encode_shard(m, [{'path': train_rows[0]['path'], 'text': ''}], p['resolution'], False).items()}
-    items, val_items = CachedItems(shards), CachedItems(val_shards)
+    items, val_items, empty = CachedItems(shards), CachedItems(val_shards), encode_captions(m, [''])  # what a dropped caption trains with
     prompts = validation_prompts or [r['text'] for r in val_rows[:4]]
     start = _resume(acc, lora_dir, resume)
     if acc.is_main_process:
