@@ -339,9 +339,7 @@ def _output_path(run, index, count): return run/('captions.jsonl' if count == 1 
 def _check_settings(run, path, settings):
     "Save the job's settings beside its output, or refuse to mix a restart with other settings into it."
     saved_path = run/'.caption'/f'{path.stem}.json'
-    saved = read_json(saved_path)
-    if saved is not None and path.exists() and saved != json.loads(dumps(settings)):
-        changed = {k: (saved.get(k), v) for k, v in json.loads(dumps(settings)).items() if saved.get(k) != v}
+    if path.exists() and (changed := changed_settings(read_json(saved_path), settings)):
         raise ValueError(f'{path} was made with other settings {changed}; use another --out or delete it')
     write_json(saved_path, settings)
 

@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['atomic_write', 'dumps', 'write_json', 'read_json', 'append_jsonl', 'write_jsonl', 'read_jsonl', 'repair_jsonl',
-           'params_hash', 'file_hash', 'record_config', 'cpu_has_bf16', 'pick_device', 'pick_dtype']
+           'params_hash', 'file_hash', 'record_config', 'changed_settings', 'cpu_has_bf16', 'pick_device', 'pick_dtype']
 
 # %% ../nbs/core.ipynb #26bad470
 import contextlib, hashlib, json, os, platform, time
@@ -102,6 +102,15 @@ def record_config(run_dir, # the run directory
     record['history'].append({'stage': stage, **entry})
     write_json(path, record)
     return record
+
+# %% ../nbs/core.ipynb #875eb655
+def changed_settings(saved:dict, # the settings an earlier run saved (None: there was no earlier run)
+                     settings:dict, # this run's settings
+                     ignore=()): # keys that may differ
+    "`{key: (saved, now)}` for each setting that differs; empty when the two agree."
+    if saved is None: return {}
+    now = json.loads(dumps(settings))
+    return {k: (saved.get(k), now.get(k)) for k in sorted(set(saved) | set(now)) if k not in ignore and saved.get(k) != now.get(k)}
 
 # %% ../nbs/core.ipynb #beb1acb2
 def cpu_has_bf16(cpuinfo='/proc/cpuinfo'):

@@ -338,9 +338,7 @@ def _state(out, s:FaceSettings, overwrite=False):
     "The rows already done in `out`, after checking that they were made with the same settings."
     state = out/'.preprocess'
     if overwrite and out.exists(): shutil.rmtree(out)
-    saved = read_json(state/'settings.json')
-    if saved is not None and saved != json.loads(dumps(asdict(s))):
-        changed = {k: (saved.get(k), v) for k, v in json.loads(dumps(asdict(s))).items() if saved.get(k) != v}
+    if changed := changed_settings(read_json(state/'settings.json'), asdict(s)):
         raise ValueError(f'{out} was made with other settings {changed}; use a new output folder or overwrite=True')
     write_json(state/'settings.json', asdict(s))
     return {r['source']: r for r in repair_jsonl(state/'progress.jsonl')}

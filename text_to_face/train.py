@@ -161,7 +161,7 @@ class CachedItems:
     "Items of cache shards, read on demand: `items[[3, 0, 7]]` gives a dict of stacked tensors."
     def __init__(self, shards):
         from safetensors import safe_open
-        self.files = [safe_open(str(s), 'pt') for s in shards]
+        self.files, self.names = [safe_open(str(s), 'pt') for s in shards], [Path(s).name for s in shards]
         self.where = [(f, i) for f in self.files for i in range(int(f.metadata()['n']))]
         self.keys = set(self.files[0].keys())
         self.latent_shape = tuple(self.files[0].get_slice('latents').get_shape()[1:])  # (channels, height, width) of one item
@@ -513,9 +513,8 @@ def _prepare_lora_dir(acc, lora_dir, p, resume, overwrite):
     saved = read_json(lora_dir/'params.json')  # every process checks, so that all of them stop on a mistake
     if saved is not None and not resume:
         raise ValueError(f'{lora_dir} already holds a training run: pass --resume to continue it or --overwrite to start again')
-    if saved is not None:
-        changed = {k: (saved.get(k), v) for k, v in json.loads(dumps(p)).items() if k != 'steps' and saved.get(k) != v}
-        if changed: raise ValueError(f'cannot resume {lora_dir} with other parameters {changed}; use --overwrite')
+    if changed := changed_settings(saved, p, ignore=('steps',)):
+        raise ValueError(f'cannot resume {lora_dir} with other parameters {changed}; use --overwrite')
     acc.wait_for_everyone()
     if acc.is_main_process:
         for sub in ('checkpoints', 'validation', 'logs'): (lora_dir/sub).mkdir(parents=True, exist_ok=True)
@@ -551,23 +550,19 @@ def _loop(acc, m, p, items, val_items, empty, prompts, params, opt, sched, start
         if main and p['validate_every'] and (done % p['validate_every'] == 0 or done == p['steps']): row['val_loss'] = _validate(acc, m, p, val_items, prompts, done, lora_dir)
         if main: append_jsonl(lora_dir/'log.jsonl', [row])
         if done % p['checkpoint_every'] == 0 or done == p['steps']: save_checkpoint(acc, lora_dir/'checkpoints', done, p['keep_checkpoints'])
-    return _finish(acc, m, p, lora_dir)
+    return _finish(acc, m, p, lora_dir, items)
 
-def _finish(acc, m, p, lora_dir):
+def _finish(acc, m, p, lora_dir, items):
     log = read_jsonl(lora_dir/'log.jsonl')
     name = f'{lora_dir.resolve().parent.name}'
     summary = {'steps': p['steps'], 'family': m['family'], 'files': ['pytorch_lora_weights.safetensors', f'{name}_kohya.safetensors'],
                'first_val_loss': log[0].get('val_loss') if log else None, 'final_val_loss': next((r['val_loss'] for r in log[::-1] if 'val_loss' in r), None)}
     if acc.is_main_process:
-        save_lora(m, p, lora_dir, name, {'ss_steps': p['steps'], 'ss_dataset_hash': _dataset_hash(lora_dir.parent)})
+        dataset = params_hash(items.names)  # a shard's name hashes its images' bytes and captions, the resolution and the encoders
+        save_lora(m, p, lora_dir, name, {'ss_steps': p['steps'], 'ss_dataset_hash': dataset})
         write_json(lora_dir/'summary.json', summary)
     acc.wait_for_everyone()
     return summary
-
-def _dataset_hash(run):
-    "A hash of the training split: its metadata and image bytes."
-    rows = read_split(run/'dataset'/'train')
-    return params_hash([[r['file_name'], r['text'], file_hash(r['path'])] for r in rows])
 
 # %% ../nbs/03_train.ipynb #4dbe178a
 def latent_distance(samples, data):
