@@ -520,9 +520,10 @@ def generate(description:str=None, # what the face looks like, in words (or use 
              dtype:str=None, # fp32, bf16, fp16 (default: the shared policy)
              fuse:bool=True, # fuse LoRAs into the weights
              deep_cache:int=0, # DeepCache: the whole UNet only every N steps (0 = off; 3 is 2.4x as fast)
+             pack_weights:bool=True, # CPU: weights kept in oneDNN's layout (1.25x faster; a second copy of the weights in memory)
              progress:bool=True): # show a progress bar (batch mode)
     "Generate face images from a description (or a CSV of them), with provenance, into `out`."
-    gen = FaceGenerator(model, [parse_lora(l) for l in lora or []], device=device, dtype=dtype, fuse=fuse, deep_cache=deep_cache)
+    gen = FaceGenerator(model, [parse_lora(l) for l in lora or []], device=device, dtype=dtype, fuse=fuse, deep_cache=deep_cache, pack_weights=pack_weights)
     kw = dict(size=size, steps=steps, guidance=guidance, scheduler=scheduler, variation_seed=variation_seed, variation_strength=variation_strength)
     if Path(out).name == 'generated' and Path(out).parent != Path('.'): record_config(Path(out).parent, 'generate', dict(model=model, lora=lora, **kw))
     if csv: return generate_csv(gen, csv, out, seed=seed, template=not raw, progress=progress, **kw)
