@@ -192,7 +192,7 @@ class PackedLinear(nn.Linear):
 # %% ../nbs/04_generate.ipynb #01f9f838
 def pack_weights(model:nn.Module): # a model whose weights stay fixed from now on
     "Give `model`'s convolutions and linear layers packed weights for CPU inference; returns how many layers it changed."
-    if not torch.backends.mkldnn.is_available(): return 0
+    if not (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, '_reorder_convolution_weight')): return 0
     changed = 0
     for m in model.modules():
         if type(m) in (nn.Conv2d, PackedConv2d) and m.padding_mode == 'zeros' and not isinstance(m.padding, str): m.__class__ = PackedConv2d
