@@ -602,18 +602,20 @@ def bench_generate(size:int=320, # image side
     threads = torch.get_num_threads(); torch.set_num_threads(os.cpu_count())  # notebooks may have set one thread
     with tempfile.TemporaryDirectory() as d:
         folder, lora = _bench_model(Path(d)/'sd15-random')
-        settings = {'original': (FaceGenerator(str(folder), [(lora, 1.0)], dtype='fp32', fuse=False, channels_last=False, pack_weights=False), 'pndm', 5),
-                    'unpacked': (FaceGenerator(str(folder), [(lora, 1.0)], pack_weights=False), 'dpmpp-2m-karras', 8),
-                    'this stage': (FaceGenerator(str(folder), [(lora, 1.0)]), 'dpmpp-2m-karras', 8),
-                    '+ DeepCache 3': (FaceGenerator(str(folder), [(lora, 1.0)], deep_cache=3), 'dpmpp-2m-karras', 9)}
-        if compile: settings['+ compile'] = (FaceGenerator(str(folder), [(lora, 1.0)], compile=True), 'dpmpp-2m-karras', 8)
-        for gen, sched, _ in settings.values(): gen.generate(['warm up'], [0], size=size, steps=2, scheduler=sched)
+        make = lambda **options: FaceGenerator(str(folder), [(lora, 1.0)], **options)
+        settings = {  # name: generator, scheduler, steps timed, steps of a whole image
+            'original': (make(dtype='fp32', fuse=False, channels_last=False, pack_weights=False), 'pndm', 5, 50),
+            'unpacked': (make(pack_weights=False), 'dpmpp-2m-karras', 8, 25),
+            'this stage': (make(), 'dpmpp-2m-karras', 8, 25),
+            '+ DeepCache 3': (make(deep_cache=3), 'dpmpp-2m-karras', 9, 25)}
+        if compile: settings['+ compile'] = (make(compile=True), 'dpmpp-2m-karras', 8, 25)
+        for gen, sched, *_ in settings.values(): gen.generate(['warm up'], [0], size=size, steps=2, scheduler=sched)
         runs = {k: [] for k in settings}
         for _ in tqdm(range(repeats), desc='rounds'):
-            for k, (gen, sched, steps) in settings.items(): runs[k].append(_time_image(gen, sched, steps, size))
+            for k, (gen, sched, steps, _) in settings.items(): runs[k].append(_time_image(gen, sched, steps, size))
         dtype = DTYPE_NAMES[settings['this stage'][0].dtype]
     torch.set_num_threads(threads)
-    image_steps = {'original': 50, 'unpacked': 25, 'this stage': 25, '+ DeepCache 3': 25, '+ compile': 25}
+    image_steps = {k: v[3] for k, v in settings.items()}
     cols = {k: sorted(r, key=lambda t: seconds_per_image(t, image_steps[k]))[len(r) // 2] for k, r in runs.items()}  # the median round
     for k, t in cols.items():
         t.update(image=seconds_per_image(t, image_steps[k]), image_20_steps=seconds_per_image(t, 20))
@@ -634,6 +636,7 @@ def _print_bench(cols, size, dtype):
             ('bf16 matmul TFLOP/s meanwhile', [f"{c['tflops']:.2f}" for c in cols.values()]),
             (f's per image at {FACTS_BF16_TFLOPS} TFLOP/s', [f"{c['image_at_facts_speed']:.1f}" for c in cols.values()])]
     for name, vals in [('', list(cols))] + rows: print(f'{name:<36}' + ''.join(f'{v:>16}' for v in vals))
+    if size != 320: return  # UNET_TFLOP is the work of a 320 px call
     c = cols['this stage']; ceiling = UNET_TFLOP / c['tflops']
     print(f"a whole UNet call takes {c['whole'] / ceiling:.1f}x the bf16 matmul ceiling of the moment ({ceiling:.2f} s; "
           f"{UNET_TFLOP / FACTS_BF16_TFLOPS:.2f} s at FACTS.md's {FACTS_BF16_TFLOPS} TFLOP/s)")

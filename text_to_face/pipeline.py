@@ -63,13 +63,16 @@ def read_config(path):
 STAGE_FUNCTIONS = {'preprocess': 'preprocess.preprocess', 'caption': 'caption.caption', 'dataset': 'dataset.build_dataset',
                    'train': 'train.train', 'generate': 'generate.generate', 'evaluate': 'evaluate.evaluate'}
 
+def _stage_paths(cfg, stage):
+    "The arguments that place `stage` in the run directory (a SLURM job gets them as papermill parameters of their own)."
+    run = Path(cfg['run_dir'])
+    return {'preprocess': dict(input_dir=cfg.get('photos'), output_dir=str(run/'faces')), 'caption': dict(faces_dir=str(run/'faces')),
+            'generate': dict(out=str(run/'generated'))}.get(stage, dict(run_dir=str(run)))
+
 def stage_kwargs(cfg:dict, stage:str):
     "The keyword arguments the config gives the function of `stage`: the run's paths, then the stage's own settings."
-    run = Path(cfg['run_dir'])
-    paths = {'preprocess': dict(input_dir=cfg.get('photos'), output_dir=str(run/'faces')), 'caption': dict(faces_dir=str(run/'faces')),
-             'dataset': dict(run_dir=str(run)), 'train': dict(run_dir=str(run), resume=True),  # a resubmitted job continues
-             'generate': dict(out=str(run/'generated')), 'evaluate': dict(run_dir=str(run))}[stage]
-    return {**paths, **(cfg.get(stage) or {})}
+    defaults = {'train': dict(resume=True)}.get(stage, {})  # a resubmitted training job continues
+    return {**_stage_paths(cfg, stage), **defaults, **(cfg.get(stage) or {})}
 
 def stage_call(cfg:dict, stage:str):
     "The function of `stage` (importing its module, and torch with it) and the keyword arguments the config gives it."
@@ -94,9 +97,8 @@ def run_local(cfg:dict, stages=None, progress:bool=True):
 # %% ../nbs/pipeline.ipynb #f8abf4df
 def _papermill_params(cfg, stage):
     "The papermill parameters of a stage job: the run directory, the photos or faces, and `options`."
-    kwargs = stage_kwargs(cfg, stage)  # no stage module imported: submitting from a login node needs no torch
-    path_args = {'preprocess': ('input_dir', 'output_dir'), 'caption': ('faces_dir',), 'generate': ('out',)}.get(stage, ('run_dir',))
-    params = {'run_dir': str(Path(cfg['run_dir']).resolve()), 'options': {k: v for k, v in kwargs.items() if k not in path_args}}
+    kwargs, paths = stage_kwargs(cfg, stage), _stage_paths(cfg, stage)  # no stage module imported: submitting from a login node needs no torch
+    params = {'run_dir': str(Path(cfg['run_dir']).resolve()), 'options': {k: v for k, v in kwargs.items() if k not in paths}}
     if stage == 'preprocess': params['input_dir'] = str(Path(cfg['photos']).resolve())
     params['options']['progress'] = False  # a progress bar in a log file is noise
     return params
