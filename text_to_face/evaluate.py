@@ -16,6 +16,7 @@ import hashlib, math, warnings
 import numpy as np, pandas as pd, torch
 from pathlib import Path
 from PIL import Image
+from fastcore.basics import chunked
 from tqdm.auto import tqdm
 from .core import *
 from .models import resolve_model, ModelNotFound
@@ -316,6 +317,16 @@ def _save(result, folder, name):
     return path
 
 # %% ../nbs/05_evaluate.ipynb #22ed0dda
+def _score_batch(judges, gen, batch, label, folder, **gen_kwargs):
+    "Generate one batch of (held-out row, seed) with `gen` and score it: one log row per pair."
+    results = gen.generate([r['text'] for r, _ in batch], [s for _, s in batch], out_dir=folder, **gen_kwargs)
+    reals = [as_rgb(r['path']) for r, _ in batch]
+    gens = [fit_to(as_rgb(res.image), real.shape) for res, real in zip(results, reals)]
+    scores = pair_metrics(judges, reals, gens, [r['text'] for r, _ in batch])
+    return [{'model': label, 'file_name': r['file_name'], 'seed': s, **group_of(r), **m,
+             'image': str(_save(res, folder, f'{Path(r["file_name"]).stem}_seed{s}.png'))}
+            for (r, s), res, m in zip(batch, results, scores)]
+
 def generate_and_score(rows, # held-out rows from `read_val`
                        generators:dict, # label -> callable that returns a generator (called only if work remains)
                        judges:Judges, eval_dir, seeds=(0,), batch_size:int=4, progress:bool=True,
@@ -323,19 +334,17 @@ def generate_and_score(rows, # held-out rows from `read_val`
     "Generate every (caption, seed) with each model and append its per-pair metrics to eval_dir/pairs.jsonl."
     log = Path(eval_dir)/'pairs.jsonl'
     done = {(r['model'], r['file_name'], r['seed']) for r in repair_jsonl(log)}
+    # Batches are a fixed grid over all pairs, never over what is left: a resumed run reruns a half-logged batch
+    # whole, so every pair is generated and scored in the same company as in an uninterrupted run (CPU kernels
+    # are chosen by batch size, and their rounding with them).
+    batches = list(chunked([(row, s) for row in rows for s in seeds], batch_size))
     for label, make in generators.items():
-        todo = [(row, s) for row in rows for s in seeds if (label, row['file_name'], s) not in done]
+        todo = [b for b in batches if any((label, r['file_name'], s) not in done for r, s in b)]
         if not todo: continue
         gen, folder = make(), Path(eval_dir)/'images'/label
-        for i in tqdm(range(0, len(todo), batch_size), desc=f'{label}', disable=not progress):
-            chunk = todo[i:i + batch_size]
-            results = gen.generate([r['text'] for r, _ in chunk], [s for _, s in chunk], out_dir=folder, **gen_kwargs)
-            reals = [as_rgb(r['path']) for r, _ in chunk]
-            gens = [fit_to(as_rgb(res.image), real.shape) for res, real in zip(results, reals)]
-            scores = pair_metrics(judges, reals, gens, [r['text'] for r, _ in chunk])
-            append_jsonl(log, [{'model': label, 'file_name': r['file_name'], 'seed': s, **group_of(r), **m,
-                                'image': str(_save(res, folder, f'{Path(r["file_name"]).stem}_seed{s}.png'))}
-                               for (r, s), res, m in zip(chunk, results, scores)])
+        for batch in tqdm(todo, desc=label, disable=not progress):
+            scored = _score_batch(judges, gen, batch, label, folder, **gen_kwargs)
+            append_jsonl(log, [p for p in scored if (label, p['file_name'], p['seed']) not in done])
         del gen
     return read_jsonl(log)
 
