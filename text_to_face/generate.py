@@ -7,9 +7,9 @@ __all__ = ['SCHEDULERS', 'STATEMENT', 'WATERMARK_BITS', 'WATERMARK_METHOD', 'WAT
            'MAX_SIZE', 'GENERATOR_ARGS', 'FACTS_BF16_TFLOPS', 'UNET_TFLOP', 'cached_file_hash', 'model_hash',
            'make_scheduler', 'slerp', 'initial_noise', 'a1111_parameters', 'parse_parameters', 'save_png',
            'read_record', 'add_watermark', 'read_watermark', 'check_lora', 'PackedConv2d', 'PackedLinear',
-           'pack_weights', 'GeneratedImage', 'FaceGenerator', 'check_request', 'generator_for', 'regenerate_image',
-           'generate_images', 'generate_csv', 'parse_lora', 'generate', 'regenerate', 'matmul_tflops',
-           'seconds_per_image', 'bench_generate']
+           'pack_weights', 'GeneratedImage', 'FaceGenerator', 'check_request', 'check_sources', 'generator_for',
+           'regenerate_image', 'generate_images', 'generate_csv', 'parse_lora', 'generate', 'regenerate',
+           'matmul_tflops', 'seconds_per_image', 'bench_generate']
 
 # %% ../nbs/04_generate.ipynb #9b7e5cff
 import dataclasses, math, os, platform, sys, time, unicodedata
@@ -76,7 +76,8 @@ STATEMENT = 'AI-generated image made by text_to_face. It depicts no real person;
 
 def a1111_parameters(r:dict):
     "The A1111 `parameters` text of generation record `r`."
-    fields = {'Steps': r['steps'], 'Sampler': SCHEDULERS[r['scheduler']][2], 'CFG scale': r['guidance'], 'Seed': r['seed'],
+    fields = {'Steps': r['steps'], 'Sampler': SCHEDULERS[r['scheduler']][2],
+              'CFG scale': f"{r['guidance']:g}", 'Seed': r['seed'],  # 7 as A1111 writes it, not 7.0
               'Size': f"{r['size']}x{r['size']}", 'Model hash': r['model_hash'][:10], 'Model': Path(r['model']).name}
     if r.get('variation_seed') is not None and r.get('variation_strength'):
         fields.update({'Variation seed': r['variation_seed'], 'Variation seed strength': r['variation_strength']})
@@ -417,17 +418,27 @@ def refine(self, image, # the image to refine: a path (recorded) or a PIL image
     return self._finish(images, [req], out_dir, names)
 
 # %% ../nbs/04_generate.ipynb #0b200172
+def check_sources(record:dict):
+    "Raise a clear error unless the model and LoRA files here are those that made `record`."
+    h = model_hash(resolve_model(record['model']))
+    if h != record['model_hash']:
+        raise ValueError(f"model {record['model']!r} here (hash {h[:10]}) is not the one that made "
+                         f"the image ({record['model_hash'][:10]})")
+    for l in record['loras']:
+        if not Path(l['path']).is_file():
+            raise FileNotFoundError(f"LoRA {l['path']} is not on this machine")
+        if cached_file_hash(l['path']) != l['sha256']:
+            raise ValueError(f"LoRA {l['path']} has changed since the image was made")
+
 def generator_for(record:dict, device=None):
     "A FaceGenerator set up as the one that made `record`, after checking the model and LoRA hashes."
+    check_sources(record)
     options = {'pack_weights': False, **record['options']}  # records older than packing were made without it
-    gen = FaceGenerator(record['model'], [(l['path'], l['weight']) for l in record['loras']], device=device or record['device'],
-                        dtype=record['dtype'], fuse=record['fused'], **options)
-    if gen.model_hash != record['model_hash']:
-        raise ValueError(f"model {record['model']!r} here (hash {gen.model_hash[:10]}) is not the one that made the image ({record['model_hash'][:10]})")
-    for l in record['loras']:
-        if cached_file_hash(l['path']) != l['sha256']: raise ValueError(f"LoRA {l['path']} has changed since the image was made")
-    return gen
+    loras = [(l['path'], l['weight']) for l in record['loras']]
+    return FaceGenerator(record['model'], loras, device=device or record['device'],
+                         dtype=record['dtype'], fuse=record['fused'], **options)
 
+# %% ../nbs/04_generate.ipynb #c818dc24
 def regenerate_image(path, gen:FaceGenerator=None, out_dir=None, name:str=None):
     "Make again the image whose record is in the PNG at `path` (rerunning its batch); returns a GeneratedImage."
     r = read_record(path)
@@ -465,20 +476,42 @@ def _csv_prompts(csv_path):
     seeds = [None if pd.isna(v) else int(v) for v in df['seed']] if 'seed' in df.columns else [None] * len(df)
     return df[col].fillna('').astype(str).tolist(), seeds
 
-def generate_csv(gen:FaceGenerator, csv_path, out_dir, seed:int=0, batch_size:int=4, template:bool=True, progress:bool=True, **kwargs):
+def _grid(n, batch_size):
+    "Rows 0 to n-1 cut into batches of `batch_size`: the same batches, whatever is already done."
+    return [list(range(s, min(s + batch_size, n))) for s in range(0, n, batch_size)]
+
+# %% ../nbs/04_generate.ipynb #4d19a1c6
+def _csv_job(prompts, seeds, rows, seed, template):
+    "(row, prompt, seed) of each usable row of `rows`, and a rejection log line for each other one."
+    jobs, rejected = [], {}
+    for i in rows:
+        try: p = (forensic_prompt(prompts[i]).prompt if template
+                  else check_text(prompts[i], 'prompt'))
+        except ValueError as e: rejected[i] = {'csv_row': i, 'rejected': str(e)}; continue
+        jobs.append((i, p, seed + i if seeds[i] is None else seeds[i]))
+    return jobs, rejected
+
+def generate_csv(gen:FaceGenerator, # the loaded model
+                 csv_path, # a CSV with a prompt, caption or description column, and optionally seed
+                 out_dir, # RUN/generated
+                 seed:int=0, # seed of row 0 when the CSV has none; row i gets seed + i
+                 batch_size:int=4, # rows per batch: batches are fixed slices of the rows
+                 template:bool=True, # put each prompt through forensic_prompt
+                 progress:bool=True, **kwargs): # kwargs: FaceGenerator.generate's
     "Generate one image per CSV row into `out_dir`, resuming after the rows already in generated.jsonl."
     prompts, seeds = _csv_prompts(csv_path)
     out = Path(out_dir); done = {r['csv_row'] for r in repair_jsonl(out/'generated.jsonl') if 'csv_row' in r}
-    todo = [i for i in range(len(prompts)) if i not in done]
-    bar = tqdm(total=len(prompts), initial=len(prompts) - len(todo), disable=not progress, desc='images')
-    for k in range(0, len(todo), batch_size):
-        rows, jobs = todo[k:k + batch_size], []
-        for i in rows:
-            try: jobs.append((i, forensic_prompt(prompts[i]).prompt if template else check_text(prompts[i], 'prompt')))
-            except ValueError as e: append_jsonl(out/'generated.jsonl', [{'csv_row': i, 'rejected': str(e)}])
-        if jobs:
-            s = [seed + i if seeds[i] is None else seeds[i] for i, _ in jobs]
-            gen.generate([p for _, p in jobs], s, out_dir=out, names=[f'{i:05d}' for i, _ in jobs], extra=[{'csv_row': i} for i, _ in jobs], **kwargs)
+    todo = [b for b in _grid(len(prompts), batch_size) if any(i not in done for i in b)]
+    bar = tqdm(total=len(prompts), initial=len(prompts) - sum(map(len, todo)), disable=not progress,
+               desc='images')
+    for rows in todo:  # a batch with a row missing runs whole: the batches of an uninterrupted job
+        jobs, rejected = _csv_job(prompts, seeds, rows, seed, template)
+        made = gen.generate([p for _, p, _ in jobs], [s for *_, s in jobs], **kwargs,
+                            extra=[{'csv_row': i} for i, *_ in jobs]) if jobs else []
+        images = {g.record['csv_row']: g for g in made}
+        for i in (i for i in rows if i not in done):  # in row order; each file, then its log line
+            if i in images: _write(images[i], out, f'{i:05d}')
+            append_jsonl(out/'generated.jsonl', [images[i].record if i in images else rejected[i]])
         bar.update(len(rows))
     bar.close()
     return read_jsonl(out/'generated.jsonl')
