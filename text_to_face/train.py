@@ -490,6 +490,7 @@ def train(run_dir:str, # run directory: reads RUN/dataset/{train,val}, writes RU
     run, p = Path(run_dir), _resolve(model_family(resolve_model(model)), given)
     train_rows, val_rows = read_split(run/'dataset'/'train'), read_split(run/'dataset'/'val')
     lora_dir, acc = run/'lora', _accelerator(p, run/'lora')
+    p['processes'] = acc.num_processes  # global batch = batch_size x processes: resume keeps both
     _prepare_lora_dir(acc, lora_dir, p, resume, overwrite)
     m, params, opt, sched = _setup(acc, p)
     with acc.main_process_first():  # the main process builds the cache, the others then find it
@@ -511,6 +512,7 @@ def _prepare_lora_dir(acc, lora_dir, p, resume, overwrite):
     if overwrite and acc.is_main_process: shutil.rmtree(lora_dir, ignore_errors=True)
     acc.wait_for_everyone()
     saved = read_json(lora_dir/'params.json')  # every process checks, so that all of them stop on a mistake
+    if saved is not None: saved.setdefault('processes', p['processes'])  # runs saved before the key: as before
     if saved is not None and not resume:
         raise ValueError(f'{lora_dir} already holds a training run: pass --resume to continue it or --overwrite to start again')
     if changed := changed_settings(saved, p, ignore=('steps',)):
@@ -529,7 +531,7 @@ def _resume(acc, lora_dir, resume):
     start = read_json(found[-1]/'step.json')['step'] if found else 0
     if found: acc.load_state(str(found[-1]))
     if acc.is_main_process:
-        rows = [r for r in repair_jsonl(lora_dir/'log.jsonl') if r['step'] <= start]
+        rows = [r for r in repair_jsonl(lora_dir/'log.jsonl') if found and r['step'] <= start]
         write_jsonl(lora_dir/'log.jsonl', rows)
     acc.wait_for_everyone()
     return start
