@@ -1,5 +1,5 @@
 "The dashboard in a real browser: Voila serves it, headless Chromium (Debian's) is driven by Playwright."
-import socket, sqlite3, subprocess, sys, time
+import re, socket, sqlite3, subprocess, sys, time
 from pathlib import Path
 import pytest
 from conftest import ROOT
@@ -27,44 +27,80 @@ def served(tmp_path_factory):
 
 def text_input(page, label): return page.locator(f'.widget-text:has(label:text-is("{label}")) input')
 
-def build_composite(page, url, case, witness, shot):
-    "Open a case, fill the form, generate, choose two faces, evolve, mark final, export; screenshots on the way."
+def open_and_describe(page, url, case, witness, sex, hair):
+    "Open a witness's case record, fill the form and wait for the description it makes."
     page.goto(url); page.wait_for_selector('button:has-text("Open case")', timeout=180_000)
-    text_input(page, 'case no.').fill(case); text_input(page, 'witness').fill(witness); text_input(page, 'operator').fill('PW')
-    page.click('button:has-text("Open case")')
-    page.locator('.widget-dropdown:has(label:text-is("sex")) select').select_option('female')
-    page.locator('.widget-dropdown:has(label:text-is("hair colour")) select').select_option('red')
+    text_input(page, 'case no.').fill(case); text_input(page, 'witness').fill(witness)
+    text_input(page, 'operator').fill('PW'); page.click('button:has-text("Open case")')
+    page.locator('.widget-dropdown:has(label:text-is("sex")) select').select_option(sex)
+    page.locator('.widget-dropdown:has(label:text-is("hair colour")) select').select_option(hair)
     page.click('button:has-text("Describe")')
-    page.wait_for_function("() => [...document.querySelectorAll('textarea')].some(t => t.value.includes('red hair'))")
-    page.click('button:has-text("Generate")')
-    page.wait_for_selector('text=6 candidates', timeout=300_000)
-    assert page.locator('text=AI-generated: not a real person').count() >= 6
-    page.screenshot(path=str(ARTIFACTS/f'{shot}-1-array.png'), full_page=True)
-    toggles = page.locator('button:has-text("choose")')
-    toggles.nth(0).click(); toggles.nth(3).click()
-    page.click('button:has-text("Next generation")')
-    page.wait_for_selector('text=step 2: evolve', timeout=300_000)
-    page.locator('button:has-text("choose")').nth(1).click()
-    page.click('button:has-text("Mark final")'); page.wait_for_selector('text=is the final composite')
-    page.click('button:has-text("Export case")'); page.wait_for_selector('text=exported to')
-    page.screenshot(path=str(ARTIFACTS/f'{shot}-2-evolved.png'), full_page=True)
+    page.wait_for_function(f"() => [...document.querySelectorAll('textarea')]"
+                           f".some(t => t.value.includes('{hair} hair'))")
+
+def texts(page): return ' '.join(page.locator('textarea').evaluate_all('t => t.map(a => a.value)'))
+
+def candidate_ids(page):
+    "The ids of the candidates in the array shown, in order (their labels read '#12 · seed 3')."
+    labels = page.locator('small:has-text("seed")').all_inner_texts()
+    return [int(re.match(r'#(\d+)', t).group(1)) for t in labels]
+
+def shown_ids(page):
+    "Every image id the page shows: candidate labels ('#12 · seed 3'), history thumbnails ('#12 seed 3')."
+    return {int(i) for i in re.findall(r'#(\d+)\s*(?:·\s*)?seed', page.content())}
+
+def mark_final(page, k):
+    "Choose candidate `k` of the array alone and mark it final; its id."
+    toggles, image_id = page.locator('button:has-text("choose")'), candidate_ids(page)[k]
+    if k > 1: toggles.nth(k - 1).click()  # un-choose the one marked before: only `k` is chosen
+    toggles.nth(k).click(); page.click('button:has-text("Mark final")')
+    page.wait_for_selector(f'text=#{image_id} is the final composite')
+    return image_id
 
 def test_two_witnesses_in_two_browsers(served):
-    "Two browser contexts build two witnesses' composites at once; neither sees the other's images."
+    "Two browsers (two Voila kernels) build two witnesses' composites at the same time, steps interleaved."
     from playwright.sync_api import sync_playwright
     url, data = served
     ARTIFACTS.mkdir(exist_ok=True)
+    looks = {'W1': ('female', 'red'), 'W2': ('male', 'black')}
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path='/usr/bin/chromium', args=CHROMIUM_ARGS)
-        a, b = (browser.new_context(viewport={'width': 1280, 'height': 1000}).new_page() for _ in range(2))
-        build_composite(a, url, '2026-0042', 'W1', 'witness1')
-        build_composite(b, url, '2026-0042', 'W2', 'witness2')
+        size = {'width': 1280, 'height': 1000}
+        pages = {w: browser.new_context(viewport=size).new_page() for w in looks}
+        for w, page in pages.items(): open_and_describe(page, url, '2026-0042', w, *looks[w])
+        for page in pages.values(): page.click('button:has-text("Generate")')  # both generate at once
+        for w, page in pages.items():
+            page.wait_for_selector('text=6 candidates', timeout=300_000)
+            assert page.locator('text=AI-generated: not a real person').count() >= 6
+            page.screenshot(path=str(ARTIFACTS/f'witness-{w}-1-array.png'), full_page=True)
+            toggles = page.locator('button:has-text("choose")')
+            toggles.nth(0).click(); toggles.nth(3).click()
+        for page in pages.values(): page.click('button:has-text("Next generation")')
+        for page in pages.values(): page.wait_for_selector('text=step 2: evolve', timeout=300_000)
+        for page in pages.values(): mark_final(page, 1)
+        final = {w: mark_final(page, 2) for w, page in pages.items()}  # replaces the first final
+        for page in pages.values(): page.click('button:has-text("Export case")')
+        for w, page in pages.items():
+            page.wait_for_selector('text=exported to')
+            page.screenshot(path=str(ARTIFACTS/f'witness-{w}-2-evolved.png'), full_page=True)
+        red = lambda page: page.content().count('4px solid #c22')  # the final's outline in the history
+        shown = {w: (shown_ids(page), texts(page), red(page)) for w, page in pages.items()}
         browser.close()
     db = sqlite3.connect(data/'cases.db')
-    per_case = dict(db.execute('select c.witness, count(i.id) from cases c join images i on i.case_id = c.id group by c.id'))
-    assert per_case == {'W1': 12, 'W2': 12}
-    assert db.execute('select count(*) from images where final = 1').fetchone()[0] == 2
-    paths = {w: {r[0] for r in db.execute('select i.path from images i join cases c on c.id=i.case_id where c.witness=?', (w,))} for w in ('W1', 'W2')}
-    assert not paths['W1'] & paths['W2'] and all(Path(p).parent.name != Path(q).parent.name for p in paths['W1'] for q in paths['W2'])
-    exports = sorted((data/'exports').glob('*/summary.html'))
-    assert len(exports) == 2 and 'FINAL' in exports[0].read_text()
+    join = 'from images i join cases c on c.id = i.case_id'
+    ids = {w: {r[0] for r in db.execute(f'select i.id {join} where c.witness=?', (w,))} for w in looks}
+    assert {w: len(v) for w, v in ids.items()} == {'W1': 12, 'W2': 12} and not ids['W1'] & ids['W2']
+    finals = db.execute(f'select c.witness, i.id {join} where i.final = 1').fetchall()
+    assert sorted(finals) == sorted(final.items())  # one final per case: the one marked last
+    (w1_ids, w1_text, w1_red), (w2_ids, w2_text, w2_red) = shown['W1'], shown['W2']
+    assert w1_ids == ids['W1'] and w2_ids == ids['W2']  # its own witness's images, none of the other's
+    assert 'red hair' in w1_text and 'black hair' not in w1_text
+    assert 'black hair' in w2_text and 'red hair' not in w2_text
+    assert w1_red == w2_red == 1  # one face outlined as final in each history
+    exports = {re.search(r'witness (W\d)', p.read_text()).group(1): p.read_text()
+               for p in (data/'exports').glob('*/summary.html')}
+    assert sorted(exports) == ['W1', 'W2']
+    for w, page in exports.items():
+        assert re.findall(r'#(\d+) seed \d+ FINAL', page) == [str(final[w])]  # that final alone
+        assert page.count('class="FINAL"') == 1
+        assert {int(i) for i in re.findall(r'#(\d+) seed', page)} == ids[w]

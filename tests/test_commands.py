@@ -15,8 +15,15 @@ def test_main_job_from_readme(tmp_path):
     rows = [json.loads(l) for l in (faces/'metadata.jsonl').read_text().splitlines()]
     assert len(rows) == summary['kept'] and all((faces/r['file_name']).exists() for r in rows)
     assert 'faces kept of 29 photos' in done.stdout
+    stamp = lambda f: ((faces/f).stat().st_mtime_ns, (faces/f).read_bytes())
+    crops = lambda: {r['file_name']: stamp(r['file_name']) for r in rows}
+    before, log = crops(), faces/'.preprocess'/'progress.jsonl'  # a line per photo processed
+    log_before = log.read_bytes()
     again = sh(cmd, tmp_path)  # a second run resumes: nothing to redo, same result
-    assert again.returncode == 0 and json.loads((faces/'summary.json').read_text())['kept'] == summary['kept']
+    assert again.returncode == 0, again.stderr
+    assert log.read_bytes() == log_before  # no photo processed again
+    assert crops() == before  # no crop written again, not even with the same bytes
+    assert json.loads((faces/'summary.json').read_text())['kept'] == summary['kept']
 
 def test_help_and_user_errors(tmp_path):
     "Every subcommand has --help; a user mistake is one line on stderr and exit status 2, not a traceback."
