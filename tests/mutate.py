@@ -17,7 +17,7 @@ A mutant file is a YAML list of {name, nb, old, new, run?, pytest?, why}: `old` 
 the exported code of `nbs/<nb>.ipynb`; `run` lists the notebooks to run (default: `nb` itself); `pytest` lists
 test ids under tests/ to run as well.
 """
-import argparse, json, os, shutil, subprocess, sys, tempfile, time
+import argparse, json, os, re, shutil, subprocess, sys, tempfile, time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 import yaml
@@ -71,9 +71,15 @@ def run_checks(repo, m, timeout):
     for cmd in steps:
         try: p = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired: return False, time.time() - t0, f'timed out after {timeout} s: {cmd}'
-        out = (p.stdout + p.stderr)[-2000:]
+        out = (p.stdout + p.stderr)[-8000:]
         if p.returncode: return False, time.time() - t0, out
     return True, time.time() - t0, out
+
+def failure_line(out):
+    "The line of a check's output that says why it failed: the last exception named, else the last line."
+    lines = [re.sub(r'\x1b\[[0-9;]*m', '', l).strip() for l in out.strip().splitlines()]
+    named = [l for l in lines if re.search(r'\w*(Error|Exception)\b', l)]
+    return (named or lines or [''])[-1][:200]
 
 def check_mutant(m, timeout, keep=False, mutate=True):
     "Run one mutant in its own scratch copy: caught (the checks failed), survived, or broken (did not apply)."
@@ -86,7 +92,7 @@ def check_mutant(m, timeout, keep=False, mutate=True):
         passed, secs, out = run_checks(repo, m, timeout)
         outcome = ('survived' if passed else 'caught') if mutate else ('passes' if passed else 'FAILS')
         if out.startswith('timed out'): outcome = 'timed out'  # neither caught nor survived: rerun with more time
-        return {**m, 'outcome': outcome, 'seconds': round(secs), 'detail': out.strip().splitlines()[-1:] if out.strip() else []}
+        return {**m, 'outcome': outcome, 'seconds': round(secs), 'detail': failure_line(out)}
     finally:
         if keep: print(f'kept {tmp}')
         else: shutil.rmtree(tmp, ignore_errors=True)
@@ -125,8 +131,10 @@ def main():
     Path(a.report).write_text(json.dumps(results, indent=1))
     counted = [r for r in results if r['outcome'] in ('caught', 'survived')]
     caught = sum(r['outcome'] == 'caught' for r in counted)
-    print(f'\n| mutant | notebook | outcome | s |\n|---|---|---|---|')
-    for r in results: print(f"| {r['name']} | {r['nb']} | {r['outcome']} | {r['seconds']} |")
+    print(f'\n| mutant | notebook | outcome | s | last error |\n|---|---|---|---|---|')
+    for r in results:
+        why = r['detail'].replace('|', '/') if r['outcome'] != 'survived' else ''
+        print(f"| {r['name']} | {r['nb']} | {r['outcome']} | {r['seconds']} | {why} |")
     if not a.baseline: print(f'\ncaught {caught} of {len(counted)} ({100 * caught / max(len(counted), 1):.0f}%)'
                              + (f"; {len(results) - len(counted)} did not apply" if len(results) > len(counted) else ''))
     sys.exit(0 if all(r['outcome'] in ('caught', 'passes') for r in results) else 1)

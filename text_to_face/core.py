@@ -4,7 +4,8 @@
 
 # %% auto #0
 __all__ = ['atomic_write', 'dumps', 'write_json', 'read_json', 'append_jsonl', 'write_jsonl', 'read_jsonl', 'repair_jsonl',
-           'params_hash', 'file_hash', 'record_config', 'changed_settings', 'cpu_has_bf16', 'pick_device', 'pick_dtype']
+           'params_hash', 'file_hash', 'record_config', 'changed_settings', 'check_overwrite', 'cpu_has_bf16',
+           'pick_device', 'pick_dtype']
 
 # %% ../nbs/core.ipynb #26bad470
 import contextlib, hashlib, json, os, platform, time
@@ -111,6 +112,15 @@ def changed_settings(saved:dict, # the settings an earlier run saved (None: ther
     if saved is None: return {}
     now = json.loads(dumps(settings))
     return {k: (saved.get(k), now.get(k)) for k in sorted(set(saved) | set(now)) if k not in ignore and saved.get(k) != now.get(k)}
+
+# %% ../nbs/core.ipynb #0c60f2b6
+def check_overwrite(out, # the folder an overwrite would delete
+                    *inputs): # every path the user passed in (None: not given)
+    "Raise, before anything is deleted, if deleting `out` would delete any of `inputs`."
+    out = Path(out).resolve()
+    for p in (Path(i).resolve() for i in inputs if i is not None):
+        if p == out or out in p.parents:
+            raise ValueError(f'will not overwrite {out}: it holds {p}, an input of this run')
 
 # %% ../nbs/core.ipynb #beb1acb2
 def cpu_has_bf16(cpuinfo='/proc/cpuinfo'):

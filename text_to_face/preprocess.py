@@ -405,6 +405,7 @@ def preprocess(input_dir:str, # folder tree of raw photos
     tables = [read_metadata(m, metadata_key, renames) for m in metadata or []]
     s = FaceSettings(size=size, margin=margin, detector=detector, multi_face=multi_face,
                      quality=QualityThresholds(min_face_px=min_face_px, min_sharpness=min_sharpness))
+    if overwrite: check_overwrite(out, input_dir, *(metadata or []))  # before _state deletes `out`
     done = _state(out, s, overwrite)
     sources = list_photos(input_dir, exclude=out); names = crop_names(sources)
     # descriptors only where no metadata names the person: they cost more than all other steps together

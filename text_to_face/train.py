@@ -389,6 +389,11 @@ def _resolve(family, given):
         if p[k] < 1: raise ValueError(f'{k} must be at least 1, got {p[k]}')
     if p['resolution'] % 8: raise ValueError(f'resolution must be a multiple of 8, got {p["resolution"]}')
     if p['mixed_precision'] not in ('no', 'fp16', 'bf16'): raise ValueError(f"mixed_precision must be 'no', 'fp16' or 'bf16'")
+    # checked here, before an overwrite deletes anything, rather than where diffusers and peft would find them
+    from diffusers.optimization import SchedulerType
+    schedulers = [s.value for s in SchedulerType]
+    if p['lr_scheduler'] not in schedulers: raise ValueError(f"lr_scheduler must be one of {schedulers}, got {p['lr_scheduler']!r}")
+    if p['targets'] not in LORA_TARGETS: raise ValueError(f"unknown targets {p['targets']!r}; choose one of {list(LORA_TARGETS)}")
     return p
 
 # %% ../nbs/03_train.ipynb #4351095a
