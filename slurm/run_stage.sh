@@ -11,6 +11,8 @@ repo=${T2F_REPO:-${SLURM_SUBMIT_DIR:-$(cd "$(dirname "$0")/.." && pwd)}}
 tag=${SLURM_ARRAY_JOB_ID:-${SLURM_JOB_ID:-local}}${SLURM_ARRAY_TASK_ID:+-$SLURM_ARRAY_TASK_ID}
 mkdir -p "$run/notebooks" "$run/logs"
 export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1}  # compute nodes use the models `t2f download` put in the cache
+# the CPUs SLURM gave the job (all of this machine outside SLURM), not a thread count inherited from the submitting shell
+export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-$(nproc)}
 echo "$(date -Is) $nb on $(hostname) (job $tag)" | tee -a "$run/logs/$nb-$tag.log"
 # the job runs the notebook's exports and its Run section, not its tests (see pipeline.job_notebook)
 job="$run/notebooks/.$nb-$tag.job.ipynb"; trap 'rm -f "$job"' EXIT

@@ -147,6 +147,7 @@ def job_notebook(notebook, # a stage notebook, e.g. nbs/03_train.ipynb
         first = c.source.lstrip().splitlines()[0] if c.source.strip() else ''
         in_run = in_run or (c.cell_type == 'markdown' and first.strip() == '## Run')
         directives = {l.replace(' ', '') for l in c.source.splitlines() if l.startswith('#|')}
+        if '#|test_setup' in directives: continue  # test-only setup, e.g. one thread for CI: a job uses its CPUs
         if in_run or (c.cell_type == 'markdown' and first.startswith('# ')) or directives & {'#|export', '#|exports', '#|hide'} \
            or any(d.startswith('#|default_exp') for d in directives):
             keep.append(c)
