@@ -71,10 +71,10 @@ def mark(self:CaseStore, case_id:int, image_ids, field='selected', value=True):
     "Set `selected` or `final` on images of `case_id` (ids of other cases: ignored for `selected`, refused for `final`)."
     assert field in ('selected', 'final')
     with closing(self._db()) as db, db:
-        stray = set(image_ids) - {i for (i,) in db.execute('select id from images where case_id=?', (case_id,))}
-        # a final of another case is refused before this case's final is cleared, not silently ignored
-        if field == 'final' and stray: raise ValueError(f'image {min(stray)} is not in this case')
-        if field == 'final': db.execute('update images set final=0 where case_id=?', (case_id,))
+        if field == 'final':  # a final of another case is refused before this case's final is cleared
+            stray = set(image_ids) - {i for (i,) in db.execute('select id from images where case_id=?', (case_id,))}
+            if stray: raise ValueError(f'image {min(stray)} is not in this case')
+            db.execute('update images set final=0 where case_id=?', (case_id,))
         db.executemany(f'update images set {field}=? where id=? and case_id=?', [(int(value), i, case_id) for i in image_ids])
 
 # %% ../nbs/06_app.ipynb #9cd3843e

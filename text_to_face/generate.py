@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np, torch
 from PIL import Image, PngImagePlugin
 from tqdm.auto import tqdm
-from fastcore.basics import patch_to  # lets the class grow cell by cell
+from fastcore.basics import chunked, patch_to  # patch_to lets the class grow cell by cell
 from . import __version__
 from .core import *
 from .models import *
@@ -476,10 +476,6 @@ def _csv_prompts(csv_path):
     seeds = [None if pd.isna(v) else int(v) for v in df['seed']] if 'seed' in df.columns else [None] * len(df)
     return df[col].fillna('').astype(str).tolist(), seeds
 
-def _grid(n, batch_size):
-    "Rows 0 to n-1 cut into batches of `batch_size`: the same batches, whatever is already done."
-    return [list(range(s, min(s + batch_size, n))) for s in range(0, n, batch_size)]
-
 # %% ../nbs/04_generate.ipynb #4d19a1c6
 def _csv_job(prompts, seeds, rows, seed, template):
     "(row, prompt, seed) of each usable row of `rows`, and a rejection log line for each other one."
@@ -501,7 +497,8 @@ def generate_csv(gen:FaceGenerator, # the loaded model
     "Generate one image per CSV row into `out_dir`, resuming after the rows already in generated.jsonl."
     prompts, seeds = _csv_prompts(csv_path)
     out = Path(out_dir); done = {r['csv_row'] for r in repair_jsonl(out/'generated.jsonl') if 'csv_row' in r}
-    todo = [b for b in _grid(len(prompts), batch_size) if any(i not in done for i in b)]
+    # fixed slices of all rows, whatever is already done (as evaluate's batches)
+    todo = [b for b in chunked(range(len(prompts)), batch_size) if any(i not in done for i in b)]
     bar = tqdm(total=len(prompts), initial=len(prompts) - sum(map(len, todo)), disable=not progress,
                desc='images')
     for rows in todo:  # a batch with a row missing runs whole: the batches of an uninterrupted job
