@@ -18,7 +18,6 @@ from datetime import date, datetime
 from functools import lru_cache
 from pathlib import Path
 from PIL import Image
-from tqdm.auto import tqdm
 from .core import *
 from .models import resolve_model
 from .schema import clip_tokens
@@ -336,40 +335,30 @@ def _process_share(index, count):
 # %% ../nbs/01_caption.ipynb #2626b5a5
 def _output_path(run, index, count): return run/('captions.jsonl' if count == 1 else f'captions-{index}-of-{count}.jsonl')
 
-def _check_settings(run, path, settings):
-    "Save the job's settings beside its output, or refuse to mix a restart with other settings into it."
-    saved_path = run/'.caption'/f'{path.stem}.json'
-    if path.exists() and (changed := changed_settings(read_json(saved_path), settings)):
-        raise ValueError(f'{path} was made with other settings {changed}; use another --out or delete it')
-    write_json(saved_path, settings)
-
-def _batches(n, batch_size): return [list(range(s, min(s + batch_size, n))) for s in range(0, n, batch_size)]
 
 # %% ../nbs/01_caption.ipynb #deef5b40
 def _caption_rows(faces, mine, path, settings, model, batch_size, workers, device, dtype, progress):
     "Caption the faces `mine` (rows of metadata.jsonl) into `path`, skipping the rows it already has."
     from torch.utils.data import DataLoader
-    done = {r['file_name'] for r in repair_jsonl(path)}
-    batches = _batches(len(mine), batch_size)
-    todo = [k for k, b in enumerate(batches) if any(mine[i]['file_name'] not in done for i in b)]
+    log, name = JobLog(path, key=lambda r: r['file_name']), lambda i: mine[i]['file_name']
+    todo = log.grid(range(len(mine)), name, batch_size)
     if not todo: return
     processor, vlm = load_captioner(model, device, dtype)
     prompt_id, prompt_text = load_prompt(settings['prompt'])
     s = GenerationSettings(**settings['generation'])
-    loader = DataLoader(FaceImages(faces, [m['file_name'] for m in mine]), batch_sampler=[batches[k] for k in todo],
+    loader = DataLoader(FaceImages(faces, [m['file_name'] for m in mine]), batch_sampler=[b for _, b in todo],
                         num_workers=workers, collate_fn=Collate(processor, chat_prompt(processor, prompt_text)))
-    bar = tqdm(total=len(mine), initial=len(mine) - sum(len(batches[k]) for k in todo), disable=not progress, desc='captions')
-    for k, batch in zip(todo, loader):
-        texts, limits = generate_batch(processor, vlm, batch['inputs'], s, s.seed + k) if batch['index'] else ([], [])
-        raw = {i: (t, l) for i, t, l in zip(batch['index'], texts, limits)}
-        rows = []
-        for i in batches[k]:
-            text, hit_limit = raw.get(i, ('', False))
-            row = finish_caption(text, mine[i], hit_limit)
-            if i in batch['errors']: row.update(status='rejected', reason=batch['errors'][i], text='', caption='')
-            rows.append({**row, 'model': model, 'prompt_id': prompt_id, 'seed': s.seed + k})
-        append_jsonl(path, [r for r in rows if r['file_name'] not in done]); bar.update(len(batches[k]))
-    bar.close()
+    with log.bar(range(len(mine)), name, progress, 'captions') as bar:
+        for (k, ids), batch in zip(todo, loader):  # batch k of the fixed grid always samples with seed + k
+            texts, limits = generate_batch(processor, vlm, batch['inputs'], s, s.seed + k) if batch['index'] else ([], [])
+            raw = {i: (t, l) for i, t, l in zip(batch['index'], texts, limits)}
+            rows = []
+            for i in ids:
+                text, hit_limit = raw.get(i, ('', False))
+                row = finish_caption(text, mine[i], hit_limit)
+                if i in batch['errors']: row.update(status='rejected', reason=batch['errors'][i], text='', caption='')
+                rows.append({**row, 'model': model, 'prompt_id': prompt_id, 'seed': s.seed + k})
+            bar.update(len(log.append(rows)))
 
 # %% ../nbs/01_caption.ipynb #4486244d
 def caption_summary(run_dir, rows):
@@ -411,6 +400,7 @@ def caption(faces_dir:str, # preprocess output folder (crops + metadata.jsonl)
             workers:int=2, # DataLoader processes decoding images
             device:str=None, # torch device (default: CUDA if available; accelerate's under `accelerate launch`)
             dtype:str=None, # 'fp32', 'fp16' or 'bf16' (default: bf16/fp16 on GPU, see pick_dtype)
+            overwrite:bool=False, # start again: delete this job's captions first
             progress:bool=True): # show a progress bar
     "Caption every face in `faces_dir` with a vision-language model, corrected by its metadata; resume where a run stopped."
     faces = Path(faces_dir)
@@ -422,7 +412,7 @@ def caption(faces_dir:str, # preprocess output folder (crops + metadata.jsonl)
     load_prompt(prompt)  # a bad prompt fails before the model loads
     settings = {'model': model, 'prompt': prompt, 'generation': asdict(GenerationSettings(max_new_tokens, temperature, seed)), 'batch_size': batch_size}
     path = _output_path(run, index, count)
-    _check_settings(run, path, settings)
+    start_job(path, run/'.caption'/f'{path.stem}.json', settings, overwrite, inputs=[faces])
     _caption_rows(faces, rows[index::count], path, settings, model, batch_size, workers, device, dtype, progress)
     if state is not None: state.wait_for_everyone()
     if state is not None and not state.is_main_process: return None

@@ -21,7 +21,7 @@ def command_parser(func, prog:str,
         if d.default is inspect.Parameter.empty: p.add_argument(name, type=kind, nargs='+' if d.anno is list else None, help=help)
         elif name in positional: p.add_argument(name, type=kind, nargs='?', default=d.default, help=f'{help} (default: {d.default})')
         elif d.anno is bool: p.add_argument(flag, action=argparse.BooleanOptionalAction, default=d.default, help=help)
-        elif d.anno is list: p.add_argument(flag, nargs='+', default=d.default, help=help, metavar=name.upper())
+        elif d.anno is list: p.add_argument(flag, nargs='+', action='extend', default=d.default, help=help, metavar=name.upper())
         else: p.add_argument(flag, type=d.anno if d.anno in (int, float) else str, default=d.default,
                              help=f'{help} (default: {d.default})' if d.default is not None else help)
     return p

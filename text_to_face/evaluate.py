@@ -16,8 +16,6 @@ import hashlib, math, warnings
 import numpy as np, pandas as pd, torch
 from pathlib import Path
 from PIL import Image
-from fastcore.basics import chunked
-from tqdm.auto import tqdm
 from .core import *
 from .models import resolve_model, ModelNotFound
 
@@ -332,21 +330,16 @@ def generate_and_score(rows, # held-out rows from `read_val`
                        judges:Judges, eval_dir, seeds=(0,), batch_size:int=4, progress:bool=True,
                        **gen_kwargs): # passed to `generate` (size, steps, guidance, scheduler, negative_prompt)
     "Generate every (caption, seed) with each model and append its per-pair metrics to eval_dir/pairs.jsonl."
-    log = Path(eval_dir)/'pairs.jsonl'
-    done = {(r['model'], r['file_name'], r['seed']) for r in repair_jsonl(log)}
-    # Batches are a fixed grid over all pairs, never over what is left: a resumed run reruns a half-logged batch
-    # whole, so every pair is generated and scored in the same company as in an uninterrupted run (CPU kernels
-    # are chosen by batch size, and their rounding with them).
-    batches = list(chunked([(row, s) for row in rows for s in seeds], batch_size))
+    log = JobLog(Path(eval_dir)/'pairs.jsonl', key=lambda r: (r['model'], r['file_name'], r['seed']))
+    pairs = [(row, s) for row in rows for s in seeds]
     for label, make in generators.items():
-        todo = [b for b in batches if any((label, r['file_name'], s) not in done for r, s in b)]
-        if not todo: continue
+        key = lambda pair: (label, pair[0]['file_name'], pair[1])
+        if not log.grid(pairs, key, batch_size): continue  # nothing to do: the model is not even loaded
         gen, folder = make(), Path(eval_dir)/'images'/label
-        for batch in tqdm(todo, desc=label, disable=not progress):
-            scored = _score_batch(judges, gen, batch, label, folder, **gen_kwargs)
-            append_jsonl(log, [p for p in scored if (label, p['file_name'], p['seed']) not in done])
+        for _, batch in log.todo(pairs, key, batch_size, progress, label):  # a fixed grid: see `JobLog.todo`
+            log.append(_score_batch(judges, gen, batch, label, folder, **gen_kwargs))
         del gen
-    return read_jsonl(log)
+    return read_jsonl(log.path)
 
 # %% ../nbs/05_evaluate.ipynb #c4cd1cf8
 def paired_table(pairs):
@@ -425,10 +418,12 @@ def image_grid(wide, real_paths:dict, k:int=6, path=None, cell:int=160):
 
 # %% ../nbs/05_evaluate.ipynb #f0b699f1
 def run_evaluation(run_dir, generators:dict, judges:Judges, models:dict, n:int=None, seeds=(0,), settings:dict=None,
-                   n_boot:int=2000, set_boot:int=200, batch_size:int=4, progress:bool=True, **gen_kwargs):
+                   n_boot:int=2000, set_boot:int=200, batch_size:int=4, progress:bool=True, overwrite:bool=False, **gen_kwargs):
     "Generate, score, summarise and plot; write RUN/eval/report.json and the figures; return the report."
     import matplotlib.pyplot as plt
     rows, eval_dir = read_val(run_dir, n), Path(run_dir)/'eval'
+    judged = {k: v for k, v in (settings or {}).items() if k not in ('n_boot', 'set_boot')}  # these only summarise
+    start_job(eval_dir, eval_dir/'.settings.json', {**judged, 'models': models, 'batch_size': batch_size, **gen_kwargs}, overwrite)
     pairs = generate_and_score(rows, generators, judges, eval_dir, list(seeds), batch_size, progress, **gen_kwargs)
     keep = {(r['file_name'], s) for r in rows for s in seeds}
     pairs = [p for p in pairs if (p['file_name'], p['seed']) in keep]
@@ -468,6 +463,7 @@ def evaluate(run_dir:str, # run directory with dataset/val (and lora/)
              set_boot:int=200, # bootstrap resamples for FID and KID
              batch_size:int=4, # prompts generated and scored per batch
              device:str=None, # torch device (default: CUDA if available)
+             overwrite:bool=False, # start again: delete RUN/eval first
              progress:bool=True): # show progress bars
     "Compare the base and the fine-tuned model on the held-out faces; write RUN/eval/report.json and figures."
     run_dir = Path(run_dir)
@@ -485,7 +481,7 @@ def evaluate(run_dir:str, # run directory with dataset/val (and lora/)
                                         'steps': steps, 'guidance': guidance, 'scheduler': scheduler, 'negative_prompt': negative_prompt})
     models = {'base': base, 'finetuned': f'{base} + {lora} x {lora_weight}', 'lora_sha256': file_hash(lora)}
     return run_evaluation(run_dir, gens, judges, models, len(rows), seeds, settings, n_boot, set_boot, batch_size, progress,
-                          size=size, steps=steps, guidance=guidance, scheduler=scheduler, negative_prompt=negative_prompt)
+                          overwrite, size=size, steps=steps, guidance=guidance, scheduler=scheduler, negative_prompt=negative_prompt)
 
 # %% ../nbs/05_evaluate.ipynb #d98ce8e2
 def bench_evaluate(n:int=16, # pairs

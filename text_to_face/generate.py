@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np, torch
 from PIL import Image, PngImagePlugin
 from tqdm.auto import tqdm
-from fastcore.basics import chunked, patch_to  # patch_to lets the class grow cell by cell
+from fastcore.basics import patch_to  # patch_to lets the class grow cell by cell
 from . import __version__
 from .core import *
 from .models import *
@@ -495,22 +495,19 @@ def generate_csv(gen:FaceGenerator, # the loaded model
                  template:bool=True, # put each prompt through forensic_prompt
                  progress:bool=True, **kwargs): # kwargs: FaceGenerator.generate's
     "Generate one image per CSV row into `out_dir`, resuming after the rows already in generated.jsonl."
-    prompts, seeds = _csv_prompts(csv_path)
-    out = Path(out_dir); done = {r['csv_row'] for r in repair_jsonl(out/'generated.jsonl') if 'csv_row' in r}
-    # fixed slices of all rows, whatever is already done (as evaluate's batches)
-    todo = [b for b in chunked(range(len(prompts)), batch_size) if any(i not in done for i in b)]
-    bar = tqdm(total=len(prompts), initial=len(prompts) - sum(map(len, todo)), disable=not progress,
-               desc='images')
-    for rows in todo:  # a batch with a row missing runs whole: the batches of an uninterrupted job
+    prompts, seeds, out = *_csv_prompts(csv_path), Path(out_dir)
+    settings = dict(csv=str(csv_path), model=gen.model, loras=gen.loras, dtype=str(gen.dtype), seed=seed,
+                    batch_size=batch_size, template=template, **kwargs)
+    start_job(out, out/'.csv-job.json', settings, inputs=[csv_path])
+    log = JobLog(out/'generated.jsonl', key=lambda r: r.get('csv_row'))  # other rows: single generations
+    for _, rows in log.todo(range(len(prompts)), batch_size=batch_size, progress=progress, desc='images'):
         jobs, rejected = _csv_job(prompts, seeds, rows, seed, template)
         made = gen.generate([p for _, p, _ in jobs], [s for *_, s in jobs], **kwargs,
                             extra=[{'csv_row': i} for i, *_ in jobs]) if jobs else []
         images = {g.record['csv_row']: g for g in made}
-        for i in (i for i in rows if i not in done):  # in row order; each file, then its log line
+        for i in log.pending(rows):  # in row order; each file, then its log line
             if i in images: _write(images[i], out, f'{i:05d}')
-            append_jsonl(out/'generated.jsonl', [images[i].record if i in images else rejected[i]])
-        bar.update(len(rows))
-    bar.close()
+            log.append([images[i].record if i in images else rejected[i]])
     return read_jsonl(out/'generated.jsonl')
 
 # %% ../nbs/04_generate.ipynb #38206236

@@ -11,11 +11,11 @@ __all__ = ['MULTI_FACE_POLICIES', 'PRIVATE_COLUMNS', 'KEY_COLUMNS', 'ILLINOIS_CO
            'bench_preprocess']
 
 # %% ../nbs/00_preprocess.ipynb #2cea41a4
-import contextlib, csv, json, math, multiprocessing, os, shutil, tempfile, time, warnings
+import contextlib, csv, json, math, multiprocessing, os, tempfile, time, warnings
 import numpy as np, pandas as pd
+from collections import Counter
 from pathlib import Path
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
-from tqdm.auto import tqdm
 from .core import *
 import face_recognition  # loads dlib's models once, before worker processes fork
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # importing face_recognition turns it on for the whole process
@@ -228,7 +228,7 @@ PRIVATE_COLUMNS = ('name', 'full_name', 'first_name', 'last_name', 'surname', 'g
 KEY_COLUMNS = ('file_name', 'filename', 'file', 'image', 'path', 'person_id', 'id')
 
 def _read_table(path, sep=None):
-    return pd.read_csv(path, sep=sep, engine='python', dtype=str, keep_default_na=False).map(str.strip)
+    return pd.read_csv(path, sep=sep, engine='python', dtype=str, keep_default_na=False, encoding='utf-8-sig').map(str.strip)
 
 def read_metadata(path, # a CSV file, or an Illinois DOC folder (or its person.csv)
                   key:str=None, # column that names the photo or person; default: the first of `KEY_COLUMNS` present
@@ -280,6 +280,13 @@ class FaceSettings:
     min_score:float=0.5 # lowest detection score kept
     multi_face:str='largest' # policy for photos with several faces
     quality:QualityThresholds=QualityThresholds()
+    def __post_init__(self):  # settings that can never work stop the run before the first photo, not as 68,000 errors
+        if self.size < 16: raise ValueError(f'size must be at least 16 pixels, got {self.size}')
+        if self.margin < 0: raise ValueError(f'margin must be 0 or more, got {self.margin}')
+        if self.detector not in ('hog', 'cnn'): raise ValueError(f"detector must be 'hog' or 'cnn', got {self.detector!r}")
+        if self.upsample not in ('auto', '0', '1', '2'): raise ValueError(f"upsample must be 'auto', '0', '1' or '2', got {self.upsample!r}")
+        if self.multi_face not in MULTI_FACE_POLICIES:
+            raise ValueError(f'multi_face must be one of {MULTI_FACE_POLICIES}, got {self.multi_face!r}')
 
 # %% ../nbs/00_preprocess.ipynb #08ab6728
 def process_photo(src, # the photo
@@ -315,12 +322,20 @@ def list_photos(input_dir, exclude=None):
     return sorted(str(p.relative_to(root)) for p in found if not any(part.startswith('.') for part in p.relative_to(root).parts)
                   and not (exclude and exclude in p.resolve().parents))
 
-def crop_names(sources):
-    "The crop file name of each source: its path with a `.png` suffix, or with `_<suffix>.png` where that collides."
-    plain = [str(Path(s).with_suffix('.png')) for s in sources]
-    taken = {n for n in plain if plain.count(n) > 1}
-    return {s: (str(Path(s).with_name(f'{Path(s).stem}_{Path(s).suffix[1:]}.png')) if n in taken else n)
-            for s, n in zip(sources, plain)}
+def crop_names(sources, # relative paths of the photos
+               named:dict=None): # {source: crop name} fixed already, by the log of an earlier run
+    "A unique crop name per source: its path with a `.png` suffix, else with `_<suffix>.png`, else numbered."
+    names = {s: n for s, n in (named or {}).items() if n}
+    plain = Counter(str(Path(s).with_suffix('.png')) for s in sources if s not in names)
+    names |= {s: n for s in sources if s not in names and plain[n := str(Path(s).with_suffix('.png'))] == 1
+              and n not in names.values()}
+    used = set(names.values())
+    for s in sorted(s for s in sources if s not in names):  # sorted: the same names in any listing order
+        base = str(Path(s).with_name(f'{Path(s).stem}_{Path(s).suffix[1:]}'))
+        k, n = 1, f'{base}.png'
+        while n in used: k += 1; n = f'{base}-{k}.png'
+        names[s] = n; used.add(n)
+    return {s: names[s] for s in sources}
 
 # %% ../nbs/00_preprocess.ipynb #5c86830f
 def _work(job):
@@ -334,14 +349,6 @@ def _map_photos(jobs, workers):
     if workers == 1: yield from map(_work, jobs); return
     with multiprocessing.get_context('fork').Pool(workers) as pool: yield from pool.imap_unordered(_work, jobs)
 
-def _state(out, s:FaceSettings, overwrite=False):
-    "The rows already done in `out`, after checking that they were made with the same settings."
-    state = out/'.preprocess'
-    if overwrite and out.exists(): shutil.rmtree(out)
-    if changed := changed_settings(read_json(state/'settings.json'), asdict(s)):
-        raise ValueError(f'{out} was made with other settings {changed}; use a new output folder or overwrite=True')
-    write_json(state/'settings.json', asdict(s))
-    return {r['source']: r for r in repair_jsonl(state/'progress.jsonl')}
 
 # %% ../nbs/00_preprocess.ipynb #3ece85dd
 def _person_ids(kept, metas, threshold):
@@ -405,18 +412,17 @@ def preprocess(input_dir:str, # folder tree of raw photos
     tables = [read_metadata(m, metadata_key, renames) for m in metadata or []]
     s = FaceSettings(size=size, margin=margin, detector=detector, multi_face=multi_face,
                      quality=QualityThresholds(min_face_px=min_face_px, min_sharpness=min_sharpness))
-    if overwrite: check_overwrite(out, input_dir, *(metadata or []))  # before _state deletes `out`
-    done = _state(out, s, overwrite)
-    sources = list_photos(input_dir, exclude=out); names = crop_names(sources)
+    start_job(out, out/'.preprocess'/'settings.json', asdict(s), overwrite, inputs=[input_dir, *(metadata or [])])
+    log = JobLog(out/'.preprocess'/'progress.jsonl', key=lambda r: r['source'])
+    sources = list_photos(input_dir, exclude=out)
+    names = crop_names(sources, {r['source']: r.get('file_name') for r in log.done.values()})  # crops made keep their names
     # descriptors only where no metadata names the person: they cost more than all other steps together
     todo = [(input_dir, src, out, names[src], s, 'person_id' not in metadata_for(src, tables)[0])
-            for src in sources if src not in done]
+            for src in log.pending(sources)]
     workers = min(workers or os.cpu_count(), max(len(todo), 1))
-    bar = tqdm(total=len(sources), initial=len(sources) - len(todo), disable=not progress, desc='photos')
-    for row in _map_photos(todo, workers):
-        append_jsonl(out/'.preprocess'/'progress.jsonl', [row]); done[row['source']] = row; bar.update()
-    bar.close()
-    rows = [done[src] for src in sources if src in done]
+    with log.bar(sources, progress=progress, desc='photos') as bar:
+        for row in _map_photos(todo, workers): log.append([row]); bar.update()
+    rows = [log.done[src] for src in sources if src in log.done]
     kept, rejects, conflicts = _publish(out, rows, tables, dup_bits, identity_threshold)
     summary = _summary(rows, kept, rejects, conflicts, time.time() - start, s,
                        {'metadata': [str(m) for m in metadata or []], 'dup_bits': dup_bits})
