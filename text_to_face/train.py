@@ -557,17 +557,19 @@ def _loop(acc, m, p, items, val_items, empty, prompts, params, opt, sched, start
         if main and p['validate_every'] and (done % p['validate_every'] == 0 or done == p['steps']): row['val_loss'] = _validate(acc, m, p, val_items, prompts, done, lora_dir)
         if main: append_jsonl(lora_dir/'log.jsonl', [row])
         if done % p['checkpoint_every'] == 0 or done == p['steps']: save_checkpoint(acc, lora_dir/'checkpoints', done, p['keep_checkpoints'])
-    return _finish(acc, m, p, lora_dir, items)
+    return _finish(acc, m, p, lora_dir, items, trained=start < p['steps'])
 
-def _finish(acc, m, p, lora_dir, items):
+def _finish(acc, m, p, lora_dir, items, trained=True):
     log = read_jsonl(lora_dir/'log.jsonl')
     name = f'{lora_dir.resolve().parent.name}'
     summary = {'steps': p['steps'], 'family': m['family'], 'files': ['pytorch_lora_weights.safetensors', f'{name}_kohya.safetensors'],
                'first_val_loss': log[0].get('val_loss') if log else None, 'final_val_loss': next((r['val_loss'] for r in log[::-1] if 'val_loss' in r), None)}
-    if acc.is_main_process:
+    # a finished run resumed again keeps its file: safetensors orders a header differently in each process, and
+    # new bytes would tell evaluate and the provenance checks that the LoRA changed
+    if acc.is_main_process and (trained or not (lora_dir/'pytorch_lora_weights.safetensors').exists()):
         dataset = params_hash(items.names)  # a shard's name hashes its images' bytes and captions, the resolution and the encoders
         save_lora(m, p, lora_dir, name, {'ss_steps': p['steps'], 'ss_dataset_hash': dataset})
-        write_json(lora_dir/'summary.json', summary)
+    if acc.is_main_process: write_json(lora_dir/'summary.json', summary)
     acc.wait_for_everyone()
     return summary
 
