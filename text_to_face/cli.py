@@ -6,7 +6,7 @@
 __all__ = ['COMMANDS', 'command_parser', 'usage', 'main', 'bench', 'readme']
 
 # %% ../nbs/cli.ipynb #01218928
-import argparse, importlib, inspect, os, sys
+import argparse, importlib, importlib.util, inspect, os, sys
 from pathlib import Path
 from fastcore.docments import docments
 
@@ -73,10 +73,11 @@ def main(argv=None):
 
 # %% ../nbs/cli.ipynb #bb5a9979
 def bench(stage:str): # the stage to benchmark, e.g. 'preprocess'
-    "Run the benchmark of `stage`, which prints its figures side by side with its baseline."
-    module = importlib.import_module(f'text_to_face.{stage}')
-    if not hasattr(module, f'bench_{stage}'): raise ValueError(f'stage {stage!r} has no benchmark')
-    return getattr(module, f'bench_{stage}')()
+    "Run the benchmark of `stage` (from the bench module, else the stage's), which prints its ratios to a baseline."
+    for name in ('text_to_face.bench', f'text_to_face.{stage}'):
+        module = importlib.import_module(name) if importlib.util.find_spec(name) else None
+        if hasattr(module, f'bench_{stage}'): return getattr(module, f'bench_{stage}')()
+    raise ValueError(f'stage {stage!r} has no benchmark')
 
 # %% ../nbs/cli.ipynb #8b0707d3
 #| eval: false
