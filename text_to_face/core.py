@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['STAGES', 'atomic_write', 'dumps', 'write_json', 'read_json', 'append_jsonl', 'write_jsonl', 'read_jsonl',
-           'repair_jsonl', 'params_hash', 'file_hash', 'record_config', 'changed_settings', 'check_overwrite', 'JobLog',
-           'guard_settings', 'start_job', 'fingerprint', 'Stage', 'stage_arguments', 'stage_state', 'run_stage',
-           'stage_current', 'cpu_has_bf16', 'pick_device', 'pick_dtype']
+           'repair_jsonl', 'params_hash', 'file_hash', 'write_manifest', 'check_manifest', 'record_config',
+           'changed_settings', 'check_overwrite', 'JobLog', 'guard_settings', 'start_job', 'fingerprint', 'Stage',
+           'stage_arguments', 'stage_state', 'run_stage', 'stage_current', 'cpu_has_bf16', 'pick_device', 'pick_dtype']
 
 # %% ../nbs/core.ipynb #26bad470
 import contextlib, hashlib, json, os, platform, shutil, time
@@ -93,6 +93,29 @@ def file_hash(path, chunk=1<<20):
     with open(path, 'rb') as f:
         while block := f.read(chunk): h.update(block)
     return h.hexdigest()
+
+# %% ../nbs/core.ipynb #649b316b
+def _files(folder, manifest):
+    "Relative paths of the files under `folder`, but the manifest."
+    return {str(p.relative_to(folder)) for p in Path(folder).rglob('*') if p.is_file() and p.name != manifest}
+
+def write_manifest(folder, # the folder whose files to record
+                   name:str='manifest.json'): # the manifest's file name, in `folder`
+    "Record the SHA-256 of every file under `folder` in `folder/name`; the recorded hashes."
+    hashes = {f: file_hash(Path(folder)/f) for f in sorted(_files(folder, name))}
+    write_json(Path(folder)/name, hashes)
+    return hashes
+
+# %% ../nbs/core.ipynb #3a55c97f
+def check_manifest(folder, name:str='manifest.json'):
+    "Raise a clear ValueError unless the files under `folder` are exactly those of its manifest, unchanged."
+    folder, want = Path(folder), read_json(Path(folder)/name)
+    if want is None: raise ValueError(f'{folder} has no {name}, so its files cannot be checked: refusing to load it')
+    have = _files(folder, name)
+    if extra := sorted(have - set(want)): raise ValueError(f'{folder/extra[0]} is not in the manifest of {folder}: refusing to load it')
+    for f, sha in want.items():
+        if f not in have: raise ValueError(f'{folder/f}, listed in its manifest, is missing')
+        if file_hash(folder/f) != sha: raise ValueError(f'{folder/f} does not match its SHA-256 in {folder/name}: it changed after it was saved')
 
 # %% ../nbs/core.ipynb #d1d53e36
 def record_config(run_dir, # the run directory
