@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['STAGES', 'atomic_write', 'dumps', 'write_json', 'read_json', 'append_jsonl', 'write_jsonl', 'read_jsonl',
-           'repair_jsonl', 'params_hash', 'file_hash', 'write_manifest', 'check_manifest', 'record_config',
+           'repair_jsonl', 'params_hash', 'file_hash', 'write_manifest', 'check_manifest', 'shareable', 'record_config',
            'changed_settings', 'check_overwrite', 'JobLog', 'guard_settings', 'start_job', 'fingerprint', 'Stage',
            'stage_arguments', 'stage_state', 'run_stage', 'stage_current', 'cpu_has_bf16', 'pick_device', 'pick_dtype']
 
@@ -116,6 +116,14 @@ def check_manifest(folder, name:str='manifest.json'):
     for f, sha in want.items():
         if f not in have: raise ValueError(f'{folder/f}, listed in its manifest, is missing')
         if file_hash(folder/f) != sha: raise ValueError(f'{folder/f} does not match its SHA-256 in {folder/name}: it changed after it was saved')
+
+# %% ../nbs/core.ipynb #f8355e02
+def shareable(path): # a file, or a folder whose files to change
+    "Give `path`'s files the mode the owner's umask gives new files (safetensors writes 0600); `path`."
+    mask = os.umask(0); os.umask(mask)  # reading the umask means setting it
+    for f in [Path(path)] if Path(path).is_file() else Path(path).rglob('*'):
+        if f.is_file(): os.chmod(f, 0o666 & ~mask)
+    return Path(path)
 
 # %% ../nbs/core.ipynb #d1d53e36
 def record_config(run_dir, # the run directory

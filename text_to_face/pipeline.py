@@ -223,7 +223,7 @@ def export_merged(base:str, # base model: registry name, tiny-* name or folder
     pipe.load_lora_weights(str(lora.parent if lora.is_file() else lora), weight_name=lora.name if lora.is_file() else None)
     pipe.fuse_lora(lora_scale=weight); pipe.unload_lora_weights()
     tmp = out.with_name(f'.{out.name}.tmp'); shutil.rmtree(tmp, ignore_errors=True)
-    pipe.save_pretrained(tmp); os.replace(tmp, out)
+    pipe.save_pretrained(tmp); os.replace(shareable(tmp), out)
     print(f'wrote {out}'); return out
 
 # %% ../nbs/pipeline.ipynb #453b6800

@@ -374,7 +374,7 @@ def save_lora(m, p, lora_dir, name, extra=None):
     work = Path(tempfile.mkdtemp(dir=lora_dir, prefix='.save-'))
     pipe_cls.save_lora_weights(work, **{f'{k}_lora_layers': sd for k, sd in sds.items()},
                                **{f'{k}_lora_adapter_metadata': _config_dict(nets[k]) for k in sds})
-    os.replace(work/'pytorch_lora_weights.safetensors', Path(lora_dir)/'pytorch_lora_weights.safetensors'); shutil.rmtree(work)
+    os.replace(shareable(work/'pytorch_lora_weights.safetensors'), Path(lora_dir)/'pytorch_lora_weights.safetensors'); shutil.rmtree(work)
     kohya = convert_state_dict_to_kohya({f'{k}.{key}': v for k, sd in sds.items() for key, v in sd.items()})
     kohya = {k: torch.tensor(float(p.alpha)) if k.endswith('.alpha') else v.contiguous() for k, v in kohya.items()}
     with atomic_write(Path(lora_dir)/f'{name}_kohya.safetensors', 'wb') as f: f.write(save(kohya, metadata=kohya_metadata(m, p, extra)))
@@ -609,7 +609,7 @@ def checkpoint(self:Trainer, step:int):
         save_file(tensors, tmp/'optimizer.safetensors'); write_json(tmp/'optimizer.json', saved)
         write_json(tmp/'scheduler.json', self.sched.state_dict())
         if acc.scaler is not None: write_json(tmp/'scaler.json', acc.scaler.state_dict())  # fp16's loss scale
-        write_json(tmp/'step.json', {'step': step}); write_manifest(tmp)
+        write_json(tmp/'step.json', {'step': step}); write_manifest(shareable(tmp))
         if final.exists(): shutil.rmtree(final)
         os.rename(tmp, final)
         for old in checkpoints(folder)[:-self.cfg.keep_checkpoints]: shutil.rmtree(old)
