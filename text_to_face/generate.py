@@ -4,12 +4,10 @@
 
 # %% auto #0
 __all__ = ['SCHEDULERS', 'STATEMENT', 'WATERMARK_BITS', 'WATERMARK_METHOD', 'WATERMARK_MIN_PX', 'DTYPE_NAMES', 'OPTIONS',
-           'MAX_SIZE', 'GENERATOR_ARGS', 'FACTS_BF16_TFLOPS', 'UNET_TFLOP', 'cached_file_hash', 'model_hash',
-           'make_scheduler', 'slerp', 'initial_noise', 'a1111_parameters', 'parse_parameters', 'save_png',
-           'read_record', 'add_watermark', 'read_watermark', 'check_lora', 'PackedConv2d', 'PackedLinear',
-           'pack_weights', 'GeneratedImage', 'FaceGenerator', 'check_request', 'check_sources', 'generator_for',
-           'regenerate_image', 'generate_images', 'generate_csv', 'parse_lora', 'generate', 'regenerate',
-           'matmul_tflops', 'seconds_per_image', 'bench_generate']
+           'MAX_SIZE', 'GENERATOR_ARGS', 'cached_file_hash', 'model_hash', 'make_scheduler', 'slerp', 'initial_noise',
+           'a1111_parameters', 'parse_parameters', 'save_png', 'read_record', 'add_watermark', 'read_watermark',
+           'check_lora', 'GeneratedImage', 'FaceGenerator', 'check_request', 'check_sources', 'generator_for',
+           'regenerate_image', 'generate_images', 'generate_csv', 'parse_lora', 'generate', 'regenerate']
 
 # %% ../nbs/04_generate.ipynb #9b7e5cff
 import dataclasses, math, os, platform, sys, time, unicodedata
@@ -21,6 +19,7 @@ from tqdm.auto import tqdm
 from fastcore.basics import patch_to  # patch_to lets the class grow cell by cell
 from . import __version__
 from .core import *
+from .accel import *
 from .models import *
 from .schema import *
 
@@ -154,54 +153,6 @@ def check_lora(path, # a LoRA .safetensors file
         raise ValueError(f'{path} is a LoRA for {other} models (text width {width}); this model is {family} (width {cross_attention_dim})')
     return path
 
-# %% ../nbs/04_generate.ipynb #87cabff2
-import functools
-from torch import nn
-
-@functools.cache
-def _bf16_packable(): return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-
-def _packable(layer, x):
-    "Whether `layer` may run on packed weights for input `x`: CPU inference, fp32 or (where oneDNN supports it) bf16."
-    return (x.device.type == 'cpu' and not torch.is_grad_enabled() and x.dtype == layer.weight.dtype
-            and (x.dtype == torch.float32 or (x.dtype == torch.bfloat16 and _bf16_packable())))
-
-def _pack_key(layer, x):
-    "What a pack is good for: the input's shape and dtype, and the weight tensor (`.to()` or a new `.data` makes a new one)."
-    return x.shape, x.dtype, layer.weight.data_ptr()
-
-# %% ../nbs/04_generate.ipynb #b2999b57
-class PackedConv2d(nn.Conv2d):
-    "A `Conv2d` that keeps its weights in oneDNN's layout for the last input shape instead of reordering them at every call."
-    def forward(self, x):
-        if not (_packable(self, x) and x.dim() == 4): return super().forward(x)
-        geometry = list(self.padding), list(self.stride), list(self.dilation), self.groups
-        key = _pack_key(self, x)
-        if self._packed_for != key:
-            self._packed, self._packed_for = torch.ops.mkldnn._reorder_convolution_weight(self.weight, *geometry, list(x.shape)), key
-        return torch.ops.mkldnn._convolution_pointwise(x, self._packed, self.bias, *geometry, 'none', [], '')
-
-class PackedLinear(nn.Linear):
-    "A `Linear` that keeps its weights in oneDNN's layout for the last input shape instead of reordering them at every call."
-    def forward(self, x):
-        if not _packable(self, x): return super().forward(x)
-        key = _pack_key(self, x)
-        if self._packed_for != key:
-            self._packed, self._packed_for = torch.ops.mkldnn._reorder_linear_weight(self.weight, x.numel() // x.shape[-1]), key
-        return torch.ops.mkldnn._linear_pointwise(x, self._packed, self.bias, 'none', [], '')
-
-# %% ../nbs/04_generate.ipynb #01f9f838
-def pack_weights(model:nn.Module): # a model whose weights stay fixed from now on
-    "Give `model`'s convolutions and linear layers packed weights for CPU inference; returns how many layers it changed."
-    if not (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, '_reorder_convolution_weight')): return 0
-    changed = 0
-    for m in model.modules():
-        if type(m) in (nn.Conv2d, PackedConv2d) and m.padding_mode == 'zeros' and not isinstance(m.padding, str): m.__class__ = PackedConv2d
-        elif type(m) in (nn.Linear, PackedLinear): m.__class__ = PackedLinear
-        else: continue
-        m._packed_for, changed = None, changed + 1  # packing again forgets old packs, so changed weights are picked up
-    return changed
-
 # %% ../nbs/04_generate.ipynb #3fc00c85
 @dataclass
 class GeneratedImage:
@@ -211,7 +162,7 @@ class GeneratedImage:
     path:Path=None
 
 DTYPE_NAMES = {torch.float32: 'fp32', torch.bfloat16: 'bf16', torch.float16: 'fp16'}
-OPTIONS = dict(channels_last=True, pack_weights=True, compile=False, attention_slicing=False, vae_tiling=False, cpu_offload=False, deep_cache=0)
+OPTIONS = dataclasses.asdict(SpeedOptions())  # the speed options and their defaults, by name (accel)
 
 def _versions():
     import diffusers, transformers, compel, peft
@@ -226,12 +177,12 @@ class FaceGenerator:
                  device=None, # default: CUDA if available, else CPU
                  dtype=None, # 'fp32', 'bf16', 'fp16'; default: the shared policy (pick_dtype)
                  fuse:bool=True, # fuse the LoRAs into the weights (faster; weights fixed)
-                 **options): # see OPTIONS: channels_last, pack_weights, compile, attention_slicing, vae_tiling, cpu_offload, deep_cache
-        unknown = set(options) - set(OPTIONS)
-        if unknown: raise ValueError(f'unknown options {sorted(unknown)}; options are {list(OPTIONS)}')
+                 speed:SpeedOptions=None, # speed and memory options (default: SpeedOptions())
+                 **options): # single options by name, over `speed`'s: deep_cache=3, pack_weights=False, ...
+        self.options = speed_options(speed, **options)  # checked before anything is loaded
         self.model, self.folder = str(model), resolve_model(str(model))
         self.family, self.device = model_family(self.folder), pick_device(device)
-        self.dtype, self.fuse, self.options = pick_dtype(self.device, dtype), fuse, {**OPTIONS, **options}
+        self.dtype, self.fuse = pick_dtype(self.device, dtype), fuse
         self.loras = [(Path(p), float(w)) for p, w in loras]
         self.pipe = self._load()
         self.model_hash, self._embeds, self._img2img = model_hash(self.folder), {}, None
@@ -251,55 +202,7 @@ def _load(self):
         for (path, _), name in zip(self.loras, names): pipe.load_lora_weights(str(path), adapter_name=name)
         pipe.set_adapters(names, [w for _, w in self.loras])
         if self.fuse: pipe.fuse_lora(adapter_names=names)
-    return self._apply_options(pipe)
-
-@patch_to(FaceGenerator)
-def _apply_options(self, pipe):
-    o = self.options
-    if not isinstance(o['deep_cache'], int) or o['deep_cache'] < 0: raise ValueError(f"deep_cache {o['deep_cache']!r} must be 0 (off) or a cache interval of 2 or more")
-    if o['deep_cache'] > 1 and o['compile']: raise ValueError('deep_cache and compile cannot be combined: DeepCache swaps UNet blocks at run time')
-    if o['cpu_offload']:
-        if self.device.type != 'cuda': raise ValueError('cpu_offload needs a CUDA device')
-        pipe.enable_model_cpu_offload()
-    else: pipe.to(self.device)
-    if o['channels_last']: pipe.unet.to(memory_format=torch.channels_last); pipe.vae.to(memory_format=torch.channels_last)
-    if o['attention_slicing']: pipe.enable_attention_slicing()
-    if o['vae_tiling']: pipe.vae.enable_tiling()
-    if o['pack_weights'] and self.device.type == 'cpu' and not o['compile']:  # compiling freezes (packs) the weights itself
-        for part in (pipe.unet, pipe.vae): pack_weights(part)
-    if o['compile']:
-        import torch._inductor.config as inductor
-        inductor.freezing = True  # weights as constants: on CPU oneDNN packs each convolution's weights once instead of at every call
-        pipe.unet = torch.compile(pipe.unet)
-    return pipe
-
-# %% ../nbs/04_generate.ipynb #2d509a36
-from contextlib import contextmanager
-
-def _step_cache_class():
-    from DeepCache import DeepCacheSDHelper
-    class StepCache(DeepCacheSDHelper):
-        "DeepCache's helper, counting UNet calls for the step number instead of looking up the timestep."
-        def wrap_unet_forward(self):
-            self.function_dict['unet_forward'] = forward = self.pipe.unet.forward
-            def counted(*args, **kwargs):
-                self.cur_timestep, self.calls = self.calls, self.calls + 1
-                return forward(*args, **kwargs)
-            self.pipe.unet.forward = counted
-        def reset_states(self): super().reset_states(); self.calls = 0
-    return StepCache
-
-@patch_to(FaceGenerator)
-@contextmanager
-def _step_cache(self, pipe):
-    "Within this context `pipe` computes its whole UNet every `deep_cache` steps only (no-op when 0 or 1)."
-    interval = self.options['deep_cache']
-    if interval < 2: yield; return
-    cache = _step_cache_class()(pipe)
-    cache.set_params(cache_interval=interval, cache_branch_id=0)  # branch 0: keep only the outermost blocks, DeepCache's fastest setting
-    cache.enable()
-    try: yield
-    finally: cache.disable()
+    return apply_speed_options(pipe, self.options, self.device)
 
 # %% ../nbs/04_generate.ipynb #631fc8a1
 @patch_to(FaceGenerator)
@@ -349,7 +252,8 @@ def check_request(prompts, seeds, size, steps, guidance, negative_prompt=None, v
 def _record(self, request:dict):
     loras = [{'path': str(p), 'name': p.stem, 'sha256': cached_file_hash(p), 'weight': w} for p, w in self.loras]
     made = dict(request, model=self.model, model_hash=self.model_hash, family=self.family, loras=loras, fused=self.fuse,
-                dtype=DTYPE_NAMES[self.dtype], device=self.device.type, options=self.options)
+                dtype=DTYPE_NAMES[self.dtype], device=self.device.type,
+                options=dataclasses.asdict(self.options))
     return {'id': params_hash(made, 8), **made, 'model_path': str(self.folder), 'versions': _versions(),
             'time': time.strftime('%Y-%m-%dT%H:%M:%S%z'), 'statement': STATEMENT}
 
@@ -365,7 +269,7 @@ def generate(self, prompts:list, seeds:list, negative_prompt:str=None, size:int=
     shape = (self.pipe.unet.config.in_channels, size // 8, size // 8)
     noise = torch.stack([initial_noise(s, shape, variation_seed, variation_strength) for s in seeds])
     self.pipe.scheduler = make_scheduler(scheduler, self.pipe.scheduler.config)
-    with torch.inference_mode(), self._step_cache(self.pipe):
+    with torch.inference_mode(), deep_cache(self.pipe, self.options.deep_cache):
         images = self.pipe(**self.conditioning(prompts, negative), latents=noise.to(self.device, self.dtype), height=size, width=size,
                            num_inference_steps=steps, guidance_scale=guidance, generator=[torch.Generator('cpu').manual_seed(s) for s in seeds]).images
     batch = lambda i: {'prompts': prompts, 'seeds': seeds, 'index': i} if len(seeds) > 1 else None
@@ -409,7 +313,7 @@ def refine(self, image, # the image to refine: a path (recorded) or a PIL image
     if self._img2img is None:
         self._img2img = AutoPipelineForImage2Image.from_pipe(self.pipe); self._img2img.set_progress_bar_config(disable=True)
     self._img2img.scheduler = make_scheduler(scheduler, self.pipe.scheduler.config)
-    with torch.inference_mode(), self._step_cache(self._img2img):
+    with torch.inference_mode(), deep_cache(self._img2img, self.options.deep_cache):
         images = self._img2img(image=init, strength=strength, num_inference_steps=steps, guidance_scale=guidance,
                                generator=[torch.Generator('cpu').manual_seed(seed)], **self.conditioning([prompt], negative)).images
     source = {'path': str(src.resolve()) if src else None, 'sha256': params_hash(np.asarray(init).tobytes().hex(), 64)}
@@ -457,7 +361,7 @@ def regenerate_image(path, gen:FaceGenerator=None, out_dir=None, name:str=None):
 
 # %% ../nbs/04_generate.ipynb #04195efd
 _LAST = {}
-GENERATOR_ARGS = ('device', 'dtype', 'fuse', *OPTIONS)
+GENERATOR_ARGS = ('device', 'dtype', 'fuse', 'speed', *OPTIONS)  # what FaceGenerator takes
 
 def generate_images(prompts, model:str, seeds, loras=(), **kwargs):
     "Generate one image per seed with `model` (and `loras`); kwargs go to FaceGenerator or its `generate`."
@@ -571,99 +475,3 @@ def regenerate(image:str, # a PNG made by text_to_face
     same = np.array_equal(np.asarray(g.image), np.asarray(Image.open(image).convert('RGB')))
     print(f"{out}: {'bit-identical to' if same else 'DIFFERS from'} {image}")
     return same
-
-# %% ../nbs/04_generate.ipynb #1fb75ee1
-def _bench_model(folder):
-    "Write an SD 1.5-sized pipeline with random weights into `folder` (tiny tokenizer reused)."
-    from diffusers import UNet2DConditionModel, AutoencoderKL, StableDiffusionPipeline, PNDMScheduler
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(block_out_channels=(320, 640, 1280, 1280), cross_attention_dim=768, attention_head_dim=8, layers_per_block=2, sample_size=64)
-    vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), down_block_types=('DownEncoderBlock2D',) * 4, up_block_types=('UpDecoderBlock2D',) * 4,
-                        latent_channels=4, layers_per_block=2, sample_size=512)
-    text = CLIPTextModel(CLIPTextConfig(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12, max_position_embeddings=77))
-    tok = CLIPTokenizer.from_pretrained(resolve_model('tiny-sd15')/'tokenizer')
-    from text_to_face.models import SD_BETAS
-    StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tok, unet=unet, scheduler=PNDMScheduler(**SD_BETAS, skip_prk_steps=True),
-                            safety_checker=None, feature_extractor=None, requires_safety_checker=False).save_pretrained(folder)
-    unet.add_adapter(__import__('peft').LoraConfig(r=16, lora_alpha=16, init_lora_weights='gaussian', target_modules=['to_q', 'to_k', 'to_v', 'to_out.0']))
-    from peft import get_peft_model_state_dict
-    StableDiffusionPipeline.save_lora_weights(Path(folder)/'lora', unet_lora_layers=get_peft_model_state_dict(unet))
-    return Path(folder), Path(folder)/'lora'/'pytorch_lora_weights.safetensors'
-
-# %% ../nbs/04_generate.ipynb #bde4bdb7
-FACTS_BF16_TFLOPS, UNET_TFLOP = 1.53, 0.533  # FACTS.md: the bf16 matmul peak of these cores, quiet; one SD 1.5 UNet call at 320 px, CFG batch 2
-
-def matmul_tflops(n:int=2048, repeats:int=5):
-    "How fast this machine multiplies bf16 matrices right now, in TFLOP/s (the best of `repeats`)."
-    a, b = torch.randn(n, n, dtype=torch.bfloat16), torch.randn(n, n, dtype=torch.bfloat16)
-    best = math.inf
-    for _ in range(repeats):
-        t = time.perf_counter(); a @ b; best = min(best, time.perf_counter() - t)
-    return 2 * n**3 / best / 1e12
-
-def _time_image(gen, scheduler, steps, size, settle:int=2):
-    "Median seconds per whole and per cached UNet call (after the first `settle`), seconds outside the UNet, and the machine's speed, of one image."
-    calls, start, speed = [], {}, matmul_tflops()
-    pre = gen.pipe.unet.register_forward_pre_hook(lambda *_: start.__setitem__('t', time.perf_counter()))
-    post = gen.pipe.unet.register_forward_hook(lambda *_: calls.append(time.perf_counter() - start['t']))
-    t = time.perf_counter()
-    gen.generate(['frontal police mugshot photograph of a man'], [1], size=size, steps=steps, scheduler=scheduler)
-    total = time.perf_counter() - t; pre.remove(); post.remove()
-    every = max(gen.options['deep_cache'], 1)  # with DeepCache, step i runs the whole UNet when i % every == 0
-    steady = [(i, c) for i, c in enumerate(calls) if i >= settle]  # the first calls carry one-off costs (memory, caches)
-    cached = np.median([c for i, c in steady if i % every]) if every > 1 else 0.0
-    return {'whole': np.median([c for i, c in steady if i % every == 0]), 'cached': cached, 'every': every, 'outside': total - sum(calls),
-            'tflops': (speed + matmul_tflops()) / 2}
-
-def seconds_per_image(t:dict, steps:int):
-    "Seconds for an image of `steps` steps from the timings `t` of `_time_image`."
-    whole = math.ceil(steps / t['every'])
-    return t['outside'] + whole * t['whole'] + (steps - whole) * t['cached']
-
-def bench_generate(size:int=320, # image side
-                   repeats:int=3, # timed images per setting, taken in turns so that noise hits all settings alike
-                   compile:bool=False): # add a column with the UNet compiled (minutes of compiling first)
-    "Seconds per image: the original recipe vs this stage's defaults (and with DeepCache), SD 1.5 architecture, random weights."
-    import tempfile
-    threads = torch.get_num_threads(); torch.set_num_threads(os.cpu_count())  # notebooks may have set one thread
-    with tempfile.TemporaryDirectory() as d:
-        folder, lora = _bench_model(Path(d)/'sd15-random')
-        make = lambda **options: FaceGenerator(str(folder), [(lora, 1.0)], **options)
-        settings = {  # name: generator, scheduler, steps timed, steps of a whole image
-            'original': (make(dtype='fp32', fuse=False, channels_last=False, pack_weights=False), 'pndm', 5, 50),
-            'unpacked': (make(pack_weights=False), 'dpmpp-2m-karras', 8, 25),
-            'this stage': (make(), 'dpmpp-2m-karras', 8, 25),
-            '+ DeepCache 3': (make(deep_cache=3), 'dpmpp-2m-karras', 9, 25)}
-        if compile: settings['+ compile'] = (make(compile=True), 'dpmpp-2m-karras', 8, 25)
-        for gen, sched, *_ in settings.values(): gen.generate(['warm up'], [0], size=size, steps=2, scheduler=sched)
-        runs = {k: [] for k in settings}
-        for _ in tqdm(range(repeats), desc='rounds'):
-            for k, (gen, sched, steps, _) in settings.items(): runs[k].append(_time_image(gen, sched, steps, size))
-        dtype = DTYPE_NAMES[settings['this stage'][0].dtype]
-    torch.set_num_threads(threads)
-    image_steps = {k: v[3] for k, v in settings.items()}
-    cols = {k: sorted(r, key=lambda t: seconds_per_image(t, image_steps[k]))[len(r) // 2] for k, r in runs.items()}  # the median round
-    for k, t in cols.items():
-        t.update(image=seconds_per_image(t, image_steps[k]), image_20_steps=seconds_per_image(t, 20))
-        t['image_at_facts_speed'] = t['image'] * t['tflops'] / FACTS_BF16_TFLOPS  # compute-bound: time scales with the machine's speed
-    _print_bench(cols, size, dtype)
-    return cols
-
-# %% ../nbs/04_generate.ipynb #ff1b7118
-def _print_bench(cols, size, dtype):
-    print(f'SD 1.5 architecture, {size} px, random weights, {os.cpu_count()} threads; target 10 s per image')
-    rows = [('recipe', ['PNDM 50 fp32'] + [f'DPM++ 25 {dtype}'] * (len(cols) - 1)), ('LoRA', ['unfused'] + ['fused'] * (len(cols) - 1)),
-            ('s per whole UNet call (CFG batch 2)', [f"{c['whole']:.2f}" for c in cols.values()]),
-            ('s per cached UNet call', [f"{c['cached']:.2f}" if c['every'] > 1 else '-' for c in cols.values()]),
-            ('s outside the UNet per image', [f"{c['outside']:.2f}" for c in cols.values()]),
-            ('s per image', [f"{c['image']:.1f}" for c in cols.values()]),
-            ('speed-up over the original', [f"x{cols['original']['image'] / c['image']:.1f}" for c in cols.values()]),
-            ('s per image at 20 steps', ['-'] + [f"{c['image_20_steps']:.1f}" for c in list(cols.values())[1:]]),
-            ('bf16 matmul TFLOP/s meanwhile', [f"{c['tflops']:.2f}" for c in cols.values()]),
-            (f's per image at {FACTS_BF16_TFLOPS} TFLOP/s', [f"{c['image_at_facts_speed']:.1f}" for c in cols.values()])]
-    for name, vals in [('', list(cols))] + rows: print(f'{name:<36}' + ''.join(f'{v:>16}' for v in vals))
-    if size != 320: return  # UNET_TFLOP is the work of a 320 px call
-    c = cols['this stage']; ceiling = UNET_TFLOP / c['tflops']
-    print(f"a whole UNet call takes {c['whole'] / ceiling:.1f}x the bf16 matmul ceiling of the moment ({ceiling:.2f} s; "
-          f"{UNET_TFLOP / FACTS_BF16_TFLOPS:.2f} s at FACTS.md's {FACTS_BF16_TFLOPS} TFLOP/s)")
