@@ -24,27 +24,39 @@ def command_parser(func, prog:str,
     "An `argparse` parser for `func`, from its signature and docments."
     p = argparse.ArgumentParser(prog=prog, description=(func.__doc__ or '').strip())
     for name, d in _parameters(func).items():
-        help, flag = (d.docment or '').replace('%', '%%'), '--' + name.replace('_', '-')  # argparse formats help with %
+        # argparse formats help with %
+        help, flag = (d.docment or '').replace('%', '%%'), '--' + name.replace('_', '-')
         kind = d.anno if d.anno in (int, float) else str
         if d.default is inspect.Parameter.empty: p.add_argument(name, type=kind, nargs='+' if d.anno is list else None, help=help)
-        elif name in positional: p.add_argument(name, type=kind, nargs='?', default=d.default, help=f'{help} (default: {d.default})')
-        elif d.anno is bool: p.add_argument(flag, action=argparse.BooleanOptionalAction, default=d.default, help=help)
+        elif name in positional: p.add_argument(name, type=kind, nargs='?', default=d.default,
+                                                help=f'{help} (default: {d.default})')
+        elif d.anno is bool: p.add_argument(flag, action=argparse.BooleanOptionalAction,
+                                            default=d.default, help=help)
         elif d.anno is list: p.add_argument(flag, nargs='+', action='extend', default=d.default, help=help, metavar=name.upper())
-        else: p.add_argument(flag, type=d.anno if d.anno in (int, float) else str, default=d.default,
+        else: p.add_argument(flag, type=d.anno if d.anno in (int, float) else str,
+                             default=d.default,
                              help=f'{help} (default: {d.default})' if d.default is not None else help)
     return p
 
 # %% ../nbs/cli.ipynb #6b346e00
 COMMANDS = {
-    'demo': ('text_to_face.pipeline:demo', 'run every stage offline on the built-in sample with the tiny models', ('run_dir',)),
-    'preprocess': ('text_to_face.preprocess:preprocess', 'detect, align, filter and deduplicate faces in a photo folder', ()),
-    'caption': ('text_to_face.caption:caption', 'caption face crops with a vision-language model, corrected by their metadata', ()),
-    'caption-merge': ('text_to_face.caption:merge_captions', 'join the captions-i-of-n.jsonl files of a sharded caption job', ()),
-    'dataset': ('text_to_face.dataset:build_dataset', 'build the train/val imagefolder dataset (split by person) and stats.json', ()),
+    'demo': ('text_to_face.pipeline:demo',
+             'run every stage offline on the built-in sample with the tiny models', ('run_dir',)),
+    'preprocess': ('text_to_face.preprocess:preprocess',
+                   'detect, align, filter and deduplicate faces in a photo folder', ()),
+    'caption': ('text_to_face.caption:caption',
+                'caption face crops with a vision-language model, corrected by their metadata', ()),
+    'caption-merge': ('text_to_face.caption:merge_captions',
+                      'join the captions-i-of-n.jsonl files of a sharded caption job', ()),
+    'dataset': ('text_to_face.dataset:build_dataset',
+                'build the train/val imagefolder dataset (split by person) and stats.json', ()),
     'train': ('text_to_face.train:train', 'fine-tune a LoRA of SD 1.5 or SDXL on RUN/dataset', ()),
-    'generate': ('text_to_face.generate:generate', 'generate faces from a description, with provenance', ('description',)),
-    'regenerate': ('text_to_face.generate:regenerate', 'rebuild an image from the record it carries', ()),
-    'evaluate': ('text_to_face.evaluate:evaluate', 'compare the base and the fine-tuned model on held-out faces', ()),
+    'generate': ('text_to_face.generate:generate',
+                 'generate faces from a description, with provenance', ('description',)),
+    'regenerate': ('text_to_face.generate:regenerate',
+                   'rebuild an image from the record it carries', ()),
+    'evaluate': ('text_to_face.evaluate:evaluate',
+                 'compare the base and the fine-tuned model on held-out faces', ()),
     'app': ('text_to_face.app:app', "serve the investigator's dashboard with Voila", ()),
     'pipeline': ('text_to_face.pipeline:pipeline', 'run the stages of a YAML config, locally or on SLURM', ()),
     'download': ('text_to_face.pipeline:download', "fetch registry models into the Hugging Face cache (weight files: torch's hub cache; needs internet)", ()),
@@ -69,12 +81,14 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ('-h', '--help'): print(usage()); return 0
     name, rest = argv[0], argv[1:]
-    if name not in COMMANDS: print(f't2f: unknown command {name!r}\n\n{usage()}', file=sys.stderr); return 2
+    if name not in COMMANDS: print(f't2f: unknown command {name!r}\n\n{usage()}',
+                                   file=sys.stderr); return 2
     target, _, positional = COMMANDS[name]
     func = _load(target)
     args = command_parser(func, f't2f {name}', positional).parse_args(rest)
     try: func(**vars(args))
-    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError, ChildProcessError, LookupError) as e:
+    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError,
+            ChildProcessError, LookupError) as e:
         if os.environ.get('T2F_DEBUG'): raise
         print(f't2f {name}: error: {e}', file=sys.stderr); return 2
     return 0
@@ -100,7 +114,9 @@ def _markdown(nb_path):
     cells = []
     for c in nb.cells:
         lines = c.source.splitlines()
-        if c.cell_type == 'code' and any(l.replace(' ', '') in ('#|hide', '#|export') for l in lines): continue
+        if c.cell_type == 'code' and any(l.replace(' ',
+                                                   '') in ('#|hide',
+                                                           '#|export') for l in lines): continue
         c.source = '\n'.join(l for l in lines if not l.startswith('#|'))
         cells.append(c)
     nb.cells = cells

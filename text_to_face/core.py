@@ -35,7 +35,8 @@ def atomic_write(path, # file to create or replace
 # %% ../nbs/core.ipynb #229308d5
 def dumps(obj, indent=None):
     "Serialise `obj` to JSON deterministically: sorted keys, no NaN, paths and numpy values as plain JSON."
-    return json.dumps(obj, indent=indent, sort_keys=True, allow_nan=False, default=_to_json, ensure_ascii=False)
+    return json.dumps(obj, indent=indent, sort_keys=True, allow_nan=False, default=_to_json,
+                      ensure_ascii=False)
 
 def _to_json(o):
     if isinstance(o, Path): return str(o)
@@ -184,7 +185,8 @@ def pending(self:JobLog, items, key=noop):
 @patch
 def bar(self:JobLog, items, key=noop, progress:bool=True, desc:str=None):
     "A progress bar over `items` that starts at the ones logged already."
-    return tqdm(total=len(items), initial=len(items) - len(self.pending(items, key)), disable=not progress, desc=desc)
+    return tqdm(total=len(items), initial=len(items) - len(self.pending(items, key)),
+                disable=not progress, desc=desc)
 
 # %% ../nbs/core.ipynb #b7fcc8da
 @patch
@@ -251,14 +253,18 @@ class Stage:
 
 # %% ../nbs/core.ipynb #3d4fa662
 STAGES = {  # in the order they run
-    'preprocess': Stage('text_to_face.preprocess:preprocess', 'faces/metadata.jsonl', {'output_dir': 'faces'},
+    'preprocess': Stage('text_to_face.preprocess:preprocess', 'faces/metadata.jsonl',
+                        {'output_dir': 'faces'},
                         given=('input_dir', 'metadata')),
-    'caption': Stage('text_to_face.caption:caption', 'captions.jsonl', {'faces_dir': 'faces'}, ('faces',), ('prompt',)),
+    'caption': Stage('text_to_face.caption:caption', 'captions.jsonl', {'faces_dir': 'faces'},
+                     ('faces',), ('prompt',)),
     'dataset': Stage('text_to_face.dataset:build_dataset', 'dataset/stats.json', {'run_dir': ''},
                      ('faces/metadata.jsonl', 'captions.jsonl')),
-    'train': Stage('text_to_face.train:train', 'lora/pytorch_lora_weights.safetensors', {'run_dir': ''}, ('dataset',),
+    'train': Stage('text_to_face.train:train', 'lora/pytorch_lora_weights.safetensors',
+                   {'run_dir': ''}, ('dataset',),
                    defaults={'resume': True}),
-    'generate': Stage('text_to_face.generate:generate', 'generated/generated.jsonl', {'out': 'generated'},
+    'generate': Stage('text_to_face.generate:generate', 'generated/generated.jsonl',
+                      {'out': 'generated'},
                       given=('lora', 'csv')),
     'evaluate': Stage('text_to_face.evaluate:evaluate', 'eval/report.json', {'run_dir': ''},
                       ('dataset/val', 'lora/pytorch_lora_weights.safetensors'), ('lora',))}
@@ -267,7 +273,8 @@ STAGES = {  # in the order they run
 def stage_arguments(name:str, run_dir, options:dict=None):
     "The keyword arguments of stage `name`'s function: its places in `run_dir`, its job defaults, then `options`."
     s = STAGES[name]
-    return {**{k: str(Path(run_dir)/v) for k, v in s.places.items()}, **s.defaults, **(options or {})}
+    return {**{k: str(Path(run_dir)/v) for k, v in s.places.items()}, **s.defaults,
+            **(options or {})}
 
 # %% ../nbs/core.ipynb #e73e0a90
 def _paths(value):
@@ -289,8 +296,10 @@ def run_stage(name:str, # a stage of `STAGES`
     "Run stage `name` on `run_dir` with `options`; record its arguments and inputs for `stage_current`."
     import importlib
     state, (module, func) = stage_state(name, run_dir, options), STAGES[name].function.split(':')
-    result = getattr(importlib.import_module(module), func)(**stage_arguments(name, run_dir, options))
-    write_json(Path(run_dir)/'.stages'/f'{name}.json', {**state, 'time': time.strftime('%Y-%m-%dT%H:%M:%S%z')})
+    stage_function = getattr(importlib.import_module(module), func)
+    result = stage_function(**stage_arguments(name, run_dir, options))
+    write_json(Path(run_dir)/'.stages'/f'{name}.json',
+               {**state, 'time': time.strftime('%Y-%m-%dT%H:%M:%S%z')})
     return result
 
 def stage_current(name:str, run_dir, options:dict=None):

@@ -13,7 +13,8 @@ import numpy as np, yaml
 from .core import *
 
 # %% ../nbs/pipeline.ipynb #4c071d6f
-DEMO_DESCRIPTION = {'sex': 'female', 'age': '26-35', 'hair_colour': 'red', 'hair_length': 'long', 'eye_colour': 'green'}
+DEMO_DESCRIPTION = {'sex': 'female', 'age': '26-35', 'hair_colour': 'red', 'hair_length': 'long',
+                    'eye_colour': 'green'}
 
 def demo(run_dir:str='t2f-demo', # run directory to create or resume
          train_steps:int=30, # LoRA steps on tiny-sd15
@@ -24,7 +25,8 @@ def demo(run_dir:str='t2f-demo', # run directory to create or resume
     from text_to_face import preprocess, caption, dataset, train, generate, evaluate
     run = Path(run_dir)
     raw = run/'raw' if (run/'raw'/'illinois'/'marks.csv').exists() else sample_photos(run/'raw')
-    s = preprocess.preprocess(raw, run/'faces', metadata=[raw/'illinois'], workers=workers, progress=progress)
+    s = preprocess.preprocess(raw, run/'faces', metadata=[raw/'illinois'], workers=workers,
+                              progress=progress)
     print(f"preprocess: {s['kept']} faces kept of {s['sources']} photos ({s['rejected']} rejected: {s['reasons']})")
     c = caption.caption(run/'faces', model='tiny-llava', max_new_tokens=40, progress=progress)
     print(f"caption: {c['status']}")
@@ -32,14 +34,17 @@ def demo(run_dir:str='t2f-demo', # run directory to create or resume
         warnings.simplefilter('ignore')  # the sample's groups are tiny by design
         d = dataset.build_dataset(run, progress=progress)
     print(f"dataset: {d['splits']}")
-    train.train(run, model='tiny-sd15', steps=train_steps, resolution=64, validate_every=0, checkpoint_every=10, resume=True,
+    train.train(run, model='tiny-sd15', steps=train_steps, resolution=64, validate_every=0,
+                checkpoint_every=10, resume=True,
                 progress=progress)
     lora = run/'lora'/'pytorch_lora_weights.safetensors'
     print(f'train: LoRA in {lora}')
-    generate.generate(attributes=json.dumps(DEMO_DESCRIPTION), model='tiny-sd15', lora=[str(lora)], out=str(run/'generated'),
+    generate.generate(attributes=json.dumps(DEMO_DESCRIPTION), model='tiny-sd15', lora=[str(lora)],
+                      out=str(run/'generated'),
                       n=4, size=64, steps=8, progress=progress)
     print(f"generate: {len(list((run/'generated').glob('*.png')))} images with provenance in {run/'generated'}")
-    r = evaluate.evaluate(run, base='tiny-sd15', clip='tiny-clip', fid_features='clip', lpips_backbone='random',
+    r = evaluate.evaluate(run, base='tiny-sd15', clip='tiny-clip', fid_features='clip',
+                          lpips_backbone='random',
                           size=64, steps=8, n_boot=200, set_boot=50, progress=progress)
     print(f"evaluate: report in {run/'eval'/'report.json'}")
     print('\nThe tiny models have random weights, so every image is noise: this run shows the pipeline works end to end, '
@@ -79,7 +84,8 @@ def _papermill_params(cfg, stage):
     return {'run_dir': str(Path(cfg['run_dir']).resolve()), 'options': {**stage_options(cfg, stage), 'progress': False}}
 
 def _sbatch(args, dependency=None):
-    cmd = ['sbatch', '--parsable'] + ([f'--dependency=afterok:{dependency}', '--kill-on-invalid-dep=yes'] if dependency else []) + args
+    cmd = ['sbatch', '--parsable'] + ([f'--dependency=afterok:{dependency}',
+                                       '--kill-on-invalid-dep=yes'] if dependency else []) + args
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode: raise RuntimeError(f"sbatch refused {' '.join(args)}: {done.stderr.strip()}")
     return done.stdout.strip().split(';')[0]
@@ -88,8 +94,11 @@ def submit_slurm(cfg:dict, repo=None, stages=None):
     "Submit the config's stages as chained SLURM jobs; the list of (stage, job id)."
     run, repo = Path(cfg['run_dir']).resolve(), Path(repo or Path(__file__).resolve().parents[1])
     slurm, jobs, prev = cfg.get('slurm') or {}, [], None
-    names = {'partition': 'partition', 'account': 'account', 'qos': 'qos', 'cpus': 'cpus-per-task', 'mem': 'mem', 'time': 'time'}
-    extra = [f'--{opt}={slurm[k]}' for k, opt in names.items() if k in slurm] + [f'--chdir={repo}', f'--export=ALL,T2F_REPO={repo}']
+    names = {'partition': 'partition', 'account': 'account', 'qos': 'qos', 'cpus': 'cpus-per-task',
+             'mem': 'mem', 'time': 'time'}
+    extra = [f'--{opt}={slurm[k]}' for k,
+             opt in names.items() if k in slurm] + [f'--chdir={repo}',
+                                                    f'--export=ALL,T2F_REPO={repo}']
     for stage in [s for s in STAGES if s in cfg and (not stages or s in stages)]:
         params = run/'.pipeline'/f'{stage}.yaml'; params.parent.mkdir(parents=True, exist_ok=True)
         params.write_text(yaml.safe_dump(_papermill_params(cfg, stage)))
@@ -98,12 +107,16 @@ def submit_slurm(cfg:dict, repo=None, stages=None):
         arr = [f'--array=0-{shards - 1}'] if shards > 1 else []
         gpus = int(slurm.get('gpus', 1)) if stage != 'preprocess' and stage != 'dataset' else 0
         nodes = [f"--nodes={slurm.get('nodes', 1)}"] if stage == 'train' else []
-        nodes += [f'--gres=gpu:{gpus}'] if gpus else ['--gres=none']  # gpus: 0 runs the GPU stages on CPU nodes
-        prev = _sbatch(extra + out + arr + nodes + [str(repo/'slurm'/f'{stage}.sbatch'), str(run), str(params)], prev)
+        # gpus: 0 runs the GPU stages on CPU nodes
+        nodes += [f'--gres=gpu:{gpus}'] if gpus else ['--gres=none']
+        prev = _sbatch(extra + out + arr + nodes + [str(repo/'slurm'/f'{stage}.sbatch'), str(run),
+                                                    str(params)], prev)
         jobs.append((stage, prev))
         if shards > 1:
-            prev = _sbatch(extra + out + [str(repo/'slurm'/'caption_merge.sbatch'), str(run)], prev); jobs.append(('caption-merge', prev))
-    write_json(run/'.pipeline'/'jobs.json', [{'stage': s, 'job': j} for s, j in jobs])  # in submission order
+            prev = _sbatch(extra + out + [str(repo/'slurm'/'caption_merge.sbatch'), str(run)], prev)
+            jobs.append(('caption-merge', prev))
+    # in submission order
+    write_json(run/'.pipeline'/'jobs.json', [{'stage': s, 'job': j} for s, j in jobs])
     return jobs
 
 # %% ../nbs/pipeline.ipynb #9d0ccde0
@@ -140,7 +153,8 @@ def cli_args(params_yaml): # a stage job's parameter file
 # %% ../nbs/pipeline.ipynb #b7f13a52
 def job_state(job:str):
     "(state, exit code) of SLURM job `job` as `scontrol` reports it, e.g. ('COMPLETED', '0:0'); ('UNKNOWN', None) once forgotten."
-    info = subprocess.run(['scontrol', 'show', 'job', str(job)], capture_output=True, text=True).stdout
+    info = subprocess.run(['scontrol', 'show', 'job', str(job)], capture_output=True,
+                          text=True).stdout
     field = lambda k: info.split(f'{k}=')[1].split()[0] if f'{k}=' in info else None
     return field('JobState') or 'UNKNOWN', field('ExitCode')
 
@@ -149,7 +163,8 @@ def wait_for_jobs(jobs, poll:float=2, timeout:float=24 * 3600):
     states, end = {}, time.time() + timeout
     while time.time() < end:
         states = {stage: job_state(job)[0] for stage, job in jobs}
-        if all(s not in ('PENDING', 'RUNNING', 'CONFIGURING', 'COMPLETING') for s in states.values()): return states
+        if all(s not in ('PENDING', 'RUNNING', 'CONFIGURING',
+                         'COMPLETING') for s in states.values()): return states
         time.sleep(poll)
     raise TimeoutError(f'jobs still running after {timeout} s: {states}')
 
@@ -198,12 +213,15 @@ def download(names:list, # registry names, e.g. realvisxl4 llava-13b clip-vit-l-
     "Fetch registry models into the Hugging Face cache (checkpoints: torch's hub cache), verify them and report their sizes."
     from huggingface_hub import snapshot_download
     from text_to_face.models import MODELS, ModelNotFound, CheckpointSpec, fetch_checkpoint
-    for name in [names] if isinstance(names, str) else names:  # one name as a string is one name, not its letters
+    for name in [names] if isinstance(names,
+                                      str) else names:  # one name as a string is one name, not its letters
         if name not in MODELS: raise ModelNotFound(f'unknown model {name!r}; the registry has {", ".join(MODELS)}')
         if isinstance(MODELS[name], CheckpointSpec):
             path = fetch_checkpoint(MODELS[name], timeout)
             print(f'{name}: {verify_model(path) / 1e6:.1f} MB in {path}'); continue
-        try: folder = snapshot_download(MODELS[name].source, ignore_patterns=['*.ckpt', '*.pt', '*.bin', '*.onnx', '*.msgpack', '*.h5'])
+        try: folder = snapshot_download(MODELS[name].source,
+                                        ignore_patterns=['*.ckpt', '*.pt', '*.bin', '*.onnx',
+                                                         '*.msgpack', '*.h5'])
         except Exception as e: raise ModelNotFound(f'could not download {name} ({MODELS[name].source}): {type(e).__name__}: {e}') from e
         print(f'{name}: {verify_model(folder) / 1e9:.2f} GB in {folder}')
 
@@ -220,7 +238,8 @@ def export_merged(base:str, # base model: registry name, tiny-* name or folder
     out, lora = Path(out), Path(lora)
     if out.exists(): raise FileExistsError(f'{out} exists; choose a new folder')
     pipe = DiffusionPipeline.from_pretrained(resolve_model(base))
-    pipe.load_lora_weights(str(lora.parent if lora.is_file() else lora), weight_name=lora.name if lora.is_file() else None)
+    pipe.load_lora_weights(str(lora.parent if lora.is_file() else lora),
+                           weight_name=lora.name if lora.is_file() else None)
     pipe.fuse_lora(lora_scale=weight); pipe.unload_lora_weights()
     tmp = out.with_name(f'.{out.name}.tmp'); shutil.rmtree(tmp, ignore_errors=True)
     pipe.save_pretrained(tmp); os.replace(shareable(tmp), out)
@@ -231,14 +250,18 @@ def tiny_config(folder, photos=None):
     "Write a pipeline config for the tiny models on the built-in sample (what tests and clusters try first); its path."
     from text_to_face.sample import sample_photos
     folder = Path(folder); photos = Path(photos or sample_photos(folder/'raw'))
-    cfg = {'run_dir': str(folder/'run'), 'photos': str(photos), 'slurm': {'gpus': 0, 'cpus': 1, 'mem': '3G'},
+    cfg = {'run_dir': str(folder/'run'), 'photos': str(photos),
+           'slurm': {'gpus': 0, 'cpus': 1, 'mem': '3G'},
            'preprocess': {'metadata': [str(photos/'illinois')]},
            'caption': {'model': 'tiny-llava', 'max_new_tokens': 40},
            'dataset': {'val_fraction': 0.1},
-           'train': {'model': 'tiny-sd15', 'steps': 20, 'resolution': 64, 'validate_every': 0, 'checkpoint_every': 10},
-           'generate': {'attributes': json.dumps(DEMO_DESCRIPTION), 'model': 'tiny-sd15', 'n': 2, 'size': 64, 'steps': 4,
+           'train': {'model': 'tiny-sd15', 'steps': 20, 'resolution': 64, 'validate_every': 0,
+                     'checkpoint_every': 10},
+           'generate': {'attributes': json.dumps(DEMO_DESCRIPTION), 'model': 'tiny-sd15', 'n': 2,
+                        'size': 64, 'steps': 4,
                         'lora': [str(folder/'run'/'lora'/'pytorch_lora_weights.safetensors')]},
-           'evaluate': {'base': 'tiny-sd15', 'clip': 'tiny-clip', 'fid_features': 'clip', 'lpips_backbone': 'random',
+           'evaluate': {'base': 'tiny-sd15', 'clip': 'tiny-clip', 'fid_features': 'clip',
+                        'lpips_backbone': 'random',
                         'size': 64, 'steps': 4, 'n_boot': 100, 'set_boot': 20}}
     (folder/'pipeline.yaml').write_text(yaml.safe_dump(cfg))
     return folder/'pipeline.yaml'

@@ -23,15 +23,18 @@ def lfw_face(i:int, # index of the face in `skimage.data.lfw_subset()`, 0 to 99
     return Image.fromarray(np.pad(face, pad, mode='edge'))
 
 # %% ../nbs/sample.ipynb #a273e123
-LFW_CLEAR = [3, 5, 6, 8, 10, 11, 14, 15, 18, 19, 20, 21, 23, 24, 25, 31, 33, 35, 37, 38]  # detected with HOG score > 1
+# detected with HOG score > 1
+LFW_CLEAR = [3, 5, 6, 8, 10, 11, 14, 15, 18, 19, 20, 21, 23, 24, 25, 31, 33, 35, 37, 38]
 
 # %% ../nbs/sample.ipynb #2dd3d478
 def group_photo():
     "A canvas with three real faces: a large one off-centre and two smaller ones, one of them central."
     canvas = Image.new('RGB', (720, 480), (200, 200, 200))
-    canvas.paste(Image.fromarray(data.astronaut()).crop((96, 32, 320, 256)).resize((280, 280)), (10, 100))
+    canvas.paste(Image.fromarray(data.astronaut()).crop((96, 32, 320, 256)).resize((280, 280)),
+                 (10, 100))
     canvas.paste(lfw_face(1, 120, 30).convert('RGB'), (330, 150))
-    canvas.paste(lfw_face(2, 100, 30).convert('RGB'), (540, 170))  # faces 1 and 2 are also found by HOG
+    # faces 1 and 2 are also found by HOG
+    canvas.paste(lfw_face(2, 100, 30).convert('RGB'), (540, 170))
     return canvas
 
 # %% ../nbs/sample.ipynb #b94da4c3
@@ -49,7 +52,8 @@ def broken_files():
 # %% ../nbs/sample.ipynb #7acf349c
 def _mode_variants():
     "Photos in the image modes a decoder must convert to RGB: L, LA, P, RGBA, CMYK, I;16, plus an EXIF-rotated JPEG."
-    faces = {m: lfw_face(i) for i, m in zip(LFW_CLEAR[6:], ['L', 'LA', 'P', 'RGBA', 'CMYK', 'I;16', 'EXIF'])}
+    faces = {m: lfw_face(i) for i,
+             m in zip(LFW_CLEAR[6:], ['L', 'LA', 'P', 'RGBA', 'CMYK', 'I;16', 'EXIF'])}
     exif = Image.Exif(); exif[0x0112] = 6  # orientation 6: turn 90 degrees clockwise to display
     return {'gray.png': faces['L'], 'gray_alpha.png': faces['LA'].convert('LA'),
             'palette.png': faces['P'].convert('P'), 'rgba.png': faces['RGBA'].convert('RGBA'),
@@ -58,23 +62,28 @@ def _mode_variants():
             'exif_rotated.jpg': (faces['EXIF'].transpose(Image.Transpose.ROTATE_90), exif)}
 
 # %% ../nbs/sample.ipynb #956f2b24
-ILLINOIS_PERSON_COLUMNS = ['id', 'name', 'date_of_birth', 'weight', 'hair', 'sex', 'height', 'race', 'eyes',
+ILLINOIS_PERSON_COLUMNS = ['id', 'name', 'date_of_birth', 'weight', 'hair', 'sex', 'height',
+                           'race', 'eyes',
                            'admission_date', 'location']
 
 def illinois_sample(dest, # folder to write `front/`, `side/`, `person.csv` and `marks.csv` into
                     n:int=4): # number of people
     "Write a small dataset in the Illinois DOC export layout, with real LFW faces and made-up records."
-    dest = Path(dest); (dest/'front').mkdir(parents=True, exist_ok=True); (dest/'side').mkdir(exist_ok=True)
+    dest = Path(dest)
+    (dest/'front').mkdir(parents=True, exist_ok=True)
+    (dest/'side').mkdir(exist_ok=True)
     people, marks = [], []
     for k in range(n):
         pid, face = f'A{k + 1:05d}', lfw_face(LFW_CLEAR[13 + k])
         face.save(dest/'front'/f'{pid}.jpg', quality=92)
         face.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(dest/'side'/f'{pid}.jpg', quality=92)
         people.append([pid, f'DOE, JOHN {k}', f'0{k + 1}/15/19{70 + 5 * k}', f'{150 + 10 * k} lbs.',
-                       ['Black', 'Brown', 'Blonde', 'Gray or Partially Gray'][k % 4], ['Male', 'Female'][k % 2],
+                       ['Black', 'Brown', 'Blonde', 'Gray or Partially Gray'][k % 4],
+                           ['Male', 'Female'][k % 2],
                        f"5' {6 + k}\"", ['White', 'Black', 'Hispanic', 'Asian'][k % 4],
                        ['Brown', 'Blue', 'Hazel', 'Green'][k % 4], '03/02/2015', 'Stateville'])
-        marks += [[pid, 'scar on left cheek']] + ([[pid, 'tattoo on right forearm']] if k % 2 else [])
+        marks += [[pid,
+                   'scar on left cheek']] + ([[pid, 'tattoo on right forearm']] if k % 2 else [])
     (dest/'person.csv').write_text('\n'.join(';'.join(r) for r in [ILLINOIS_PERSON_COLUMNS] + people) + '\n')
     (dest/'marks.csv').write_text('\n'.join(';'.join(r) for r in [['id', 'mark']] + marks) + '\n')
     return dest
@@ -83,7 +92,8 @@ def illinois_sample(dest, # folder to write `front/`, `side/`, `person.csv` and 
 def sample_photos(dest): # folder to write the sample archive into
     "Write the built-in raw-photo archive: real faces, odd formats, a group photo, a cat, broken files, Illinois DOC data."
     dest = Path(dest)
-    for sub in ['people', 'formats', 'group', 'broken']: (dest/sub).mkdir(parents=True, exist_ok=True)
+    for sub in ['people', 'formats', 'group',
+                'broken']: (dest/sub).mkdir(parents=True, exist_ok=True)
     astronaut = Image.fromarray(data.astronaut())
     astronaut.save(dest/'people'/'astronaut.jpg', quality=92)
     astronaut.rotate(-20, Image.BICUBIC).save(dest/'people'/'astronaut_tilted.jpg', quality=92)
