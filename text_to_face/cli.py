@@ -27,14 +27,17 @@ def command_parser(func, prog:str,
         # argparse formats help with %
         help, flag = (d.docment or '').replace('%', '%%'), '--' + name.replace('_', '-')
         kind = d.anno if d.anno in (int, float) else str
-        if d.default is inspect.Parameter.empty: p.add_argument(name, type=kind, nargs='+' if d.anno is list else None, help=help)
-        elif name in positional: p.add_argument(name, type=kind, nargs='?', default=d.default,
-                                                help=f'{help} (default: {d.default})')
-        elif d.anno is bool: p.add_argument(flag, action=argparse.BooleanOptionalAction,
-                                            default=d.default, help=help)
+        if d.default is inspect.Parameter.empty:
+            p.add_argument(name, type=kind, nargs='+' if d.anno is list else None, help=help)
+        elif name in positional:
+            p.add_argument(name, type=kind, nargs='?', default=d.default,
+                           help=f'{help} (default: {d.default})')
+        elif d.anno is bool:
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=d.default,
+                           help=help)
         elif d.anno is list: p.add_argument(flag, nargs='+', action='extend', default=d.default, help=help, metavar=name.upper())
-        else: p.add_argument(flag, type=d.anno if d.anno in (int, float) else str,
-                             default=d.default,
+        else:
+            p.add_argument(flag, type=d.anno if d.anno in (int, float) else str, default=d.default,
                              help=f'{help} (default: {d.default})' if d.default is not None else help)
     return p
 
@@ -81,14 +84,13 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ('-h', '--help'): print(usage()); return 0
     name, rest = argv[0], argv[1:]
-    if name not in COMMANDS: print(f't2f: unknown command {name!r}\n\n{usage()}',
-                                   file=sys.stderr); return 2
+    if name not in COMMANDS:
+        print(f't2f: unknown command {name!r}\n\n{usage()}', file=sys.stderr); return 2
     target, _, positional = COMMANDS[name]
     func = _load(target)
     args = command_parser(func, f't2f {name}', positional).parse_args(rest)
     try: func(**vars(args))
-    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError,
-            ChildProcessError, LookupError) as e:
+    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError, ChildProcessError, LookupError) as e:
         if os.environ.get('T2F_DEBUG'): raise
         print(f't2f {name}: error: {e}', file=sys.stderr); return 2
     return 0
@@ -114,9 +116,8 @@ def _markdown(nb_path):
     cells = []
     for c in nb.cells:
         lines = c.source.splitlines()
-        if c.cell_type == 'code' and any(l.replace(' ',
-                                                   '') in ('#|hide',
-                                                           '#|export') for l in lines): continue
+        if c.cell_type == 'code' and any(l.replace(' ', '') in ('#|hide', '#|export') for l in lines):
+            continue
         c.source = '\n'.join(l for l in lines if not l.startswith('#|'))
         cells.append(c)
     nb.cells = cells
@@ -127,6 +128,7 @@ def readme(check:bool=False): # only check that README.md is current
     root = next(p for p in [Path.cwd(), *Path.cwd().parents] if (p/'settings.ini').exists())
     text, path = _markdown(root/'nbs'/'index.ipynb'), root/'README.md'
     if check:
-        if not path.exists() or path.read_text() != text: raise ValueError('README.md is out of date: run `t2f readme`')
+        if not path.exists() or path.read_text() != text:
+            raise ValueError('README.md is out of date: run `t2f readme`')
         print('README.md is current'); return
     path.write_text(text); print(f'wrote {path}')

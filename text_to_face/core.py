@@ -111,7 +111,8 @@ def write_manifest(folder, # the folder whose files to record
 def check_manifest(folder, name:str='manifest.json'):
     "Raise a clear ValueError unless the files under `folder` are exactly those of its manifest, unchanged."
     folder, want = Path(folder), read_json(Path(folder)/name)
-    if want is None: raise ValueError(f'{folder} has no {name}, so its files cannot be checked: refusing to load it')
+    if want is None:
+        raise ValueError(f'{folder} has no {name}, so its files cannot be checked: refusing to load it')
     have = _files(folder, name)
     if extra := sorted(have - set(want)): raise ValueError(f'{folder/extra[0]} is not in the manifest of {folder}: refusing to load it')
     for f, sha in want.items():
@@ -280,7 +281,8 @@ def stage_arguments(name:str, run_dir, options:dict=None):
 def _paths(value):
     "The paths an option names: each string of it, without a `:WEIGHT` where the whole is no file."
     for v in value if isinstance(value, (list, tuple)) else [value]:
-        if v is not None: yield v if Path(v).exists() or ':' not in str(v) else str(v).rpartition(':')[0]
+        if v is not None:
+            yield v if Path(v).exists() or ':' not in str(v) else str(v).rpartition(':')[0]
 
 def stage_state(name:str, run_dir, options:dict=None):
     "What makes a stage's result current: a hash of its arguments and a fingerprint of its inputs."

@@ -42,7 +42,9 @@ def model_hash(folder):
 
 # %% ../nbs/04_generate.ipynb #dd609200
 SCHEDULERS = {
-    'dpmpp-2m-karras': ('DPMSolverMultistepScheduler', dict(algorithm_type='dpmsolver++', solver_order=2, use_karras_sigmas=True), 'DPM++ 2M Karras'),
+    'dpmpp-2m-karras': ('DPMSolverMultistepScheduler',
+                        dict(algorithm_type='dpmsolver++', solver_order=2, use_karras_sigmas=True),
+                            'DPM++ 2M Karras'),
     'euler-a': ('EulerAncestralDiscreteScheduler', {}, 'Euler a'),
     'pndm': ('PNDMScheduler', dict(skip_prk_steps=True), 'PLMS'),
 }
@@ -50,7 +52,8 @@ SCHEDULERS = {
 def make_scheduler(name:str, config):
     "A fresh diffusers scheduler `name` (a key of SCHEDULERS) on the model's scheduler `config`."
     import diffusers
-    if name not in SCHEDULERS: raise ValueError(f'unknown scheduler {name!r}; choose one of {list(SCHEDULERS)}')
+    if name not in SCHEDULERS:
+        raise ValueError(f'unknown scheduler {name!r}; choose one of {list(SCHEDULERS)}')
     cls, options, _ = SCHEDULERS[name]
     return getattr(diffusers, cls).from_config(config, **options)
 
@@ -59,7 +62,8 @@ def slerp(t:float, a, b):
     "Spherical interpolation from tensor `a` (t=0) to `b` (t=1), A1111's formula."
     an, bn = a / a.norm(), b / b.norm()
     dot = (an * bn).sum().clamp(-1, 1)
-    if dot.abs() > 0.9995: return (1 - t) * a + t * b  # nearly parallel: a straight line is the same
+    # nearly parallel: a straight line is the same
+    if dot.abs() > 0.9995: return (1 - t) * a + t * b
     omega = torch.acos(dot)
     return (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / torch.sin(omega)
 
@@ -77,11 +81,13 @@ def a1111_parameters(r:dict):
     "The A1111 `parameters` text of generation record `r`."
     fields = {'Steps': r['steps'], 'Sampler': SCHEDULERS[r['scheduler']][2],
               'CFG scale': f"{r['guidance']:g}", 'Seed': r['seed'],  # 7 as A1111 writes it, not 7.0
-              'Size': f"{r['size']}x{r['size']}", 'Model hash': r['model_hash'][:10], 'Model': Path(r['model']).name}
+              'Size': f"{r['size']}x{r['size']}", 'Model hash': r['model_hash'][:10],
+                  'Model': Path(r['model']).name}
     if r.get('variation_seed') is not None and r.get('variation_strength'):
         fields.update({'Variation seed': r['variation_seed'], 'Variation seed strength': r['variation_strength']})
     if r.get('init_image'): fields['Denoising strength'] = r['strength']
-    if r['loras']: fields['Lora hashes'] = '"' + ', '.join(f"{l['name']}: {l['sha256'][:12]}" for l in r['loras']) + '"'
+    if r['loras']:
+        fields['Lora hashes'] = '"' + ', '.join(f"{l['name']}: {l['sha256'][:12]}" for l in r['loras']) + '"'
     fields['Version'] = f'text_to_face {__version__}'
     return f"{r['prompt']}\nNegative prompt: {r['negative_prompt']}\n" + ', '.join(f'{k}: {v}' for k, v in fields.items())
 
@@ -133,7 +139,8 @@ def read_watermark(image):
 # %% ../nbs/04_generate.ipynb #1865e375
 def _lora_width(keys, shapes):
     for k in keys:
-        if 'attn2' in k and 'to_k' in k and ('lora_A' in k or 'lora_down' in k or 'lora.down' in k): return shapes[k][1]
+        if 'attn2' in k and 'to_k' in k and ('lora_A' in k or 'lora_down' in k or 'lora.down' in k):
+            return shapes[k][1]
 
 def check_lora(path, # a LoRA .safetensors file
                cross_attention_dim:int, # the model's text-embedding width
@@ -143,13 +150,17 @@ def check_lora(path, # a LoRA .safetensors file
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f'LoRA file {path} does not exist')
     try:
-        with safe_open(str(path), 'pt') as f: shapes = {k: f.get_slice(k).get_shape() for k in f.keys()}
-    except Exception as e: raise ValueError(f'{path} is not a LoRA: not a readable safetensors file ({str(e)[:80]})') from None
+        with safe_open(str(path), 'pt') as f:
+            shapes = {k: f.get_slice(k).get_shape() for k in f.keys()}
+    except Exception as e:
+        raise ValueError(f'{path} is not a LoRA: not a readable safetensors file ({str(e)[:80]})') from None
     keys = [k for k in shapes if 'lora' in k.lower()]
-    if not keys: raise ValueError(f'{path} is not a LoRA: it holds no LoRA weights ({len(shapes)} other tensors)')
+    if not keys:
+        raise ValueError(f'{path} is not a LoRA: it holds no LoRA weights ({len(shapes)} other tensors)')
     width = _lora_width(keys, shapes)
     if width is not None and width != cross_attention_dim:
-        other = {768: 'SD 1.5', 2048: 'SDXL', 32: 'tiny-sd15', 64: 'tiny-sdxl'}.get(width, f'width {width}')
+        other = {768: 'SD 1.5', 2048: 'SDXL', 32: 'tiny-sd15',
+                 64: 'tiny-sdxl'}.get(width, f'width {width}')
         raise ValueError(f'{path} is a LoRA for {other} models (text width {width}); this model is {family} (width {cross_attention_dim})')
     return path
 
@@ -162,12 +173,15 @@ class GeneratedImage:
     path:Path=None
 
 DTYPE_NAMES = {torch.float32: 'fp32', torch.bfloat16: 'bf16', torch.float16: 'fp16'}
-OPTIONS = dataclasses.asdict(SpeedOptions())  # the speed options and their defaults, by name (accel)
+# the speed options and their defaults, by name (accel)
+OPTIONS = dataclasses.asdict(SpeedOptions())
 
 def _versions():
     import diffusers, transformers, compel, peft
-    return {'text_to_face': __version__, 'torch': torch.__version__, 'diffusers': diffusers.__version__,
-            'transformers': transformers.__version__, 'peft': peft.__version__, 'python': platform.python_version()}
+    return {'text_to_face': __version__, 'torch': torch.__version__,
+            'diffusers': diffusers.__version__,
+            'transformers': transformers.__version__, 'peft': peft.__version__,
+                'python': platform.python_version()}
 
 # %% ../nbs/04_generate.ipynb #1d602227
 class FaceGenerator:
@@ -192,14 +206,16 @@ class FaceGenerator:
 def _load(self):
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
     cls = StableDiffusionXLPipeline if self.family == 'sdxl' else StableDiffusionPipeline
-    extra = {} if self.family == 'sdxl' else dict(safety_checker=None, requires_safety_checker=False)
+    extra = {} if self.family == 'sdxl' else dict(safety_checker=None,
+                                                  requires_safety_checker=False)
     pipe = cls.from_pretrained(self.folder, dtype=self.dtype, **extra)
     pipe.set_progress_bar_config(disable=True)
     width = pipe.unet.config.cross_attention_dim
     for lora, _ in self.loras: check_lora(lora, width, self.family)
     if self.loras:
         names = [f'lora{i}' for i in range(len(self.loras))]
-        for (path, _), name in zip(self.loras, names): pipe.load_lora_weights(str(path), adapter_name=name)
+        for (path, _), name in zip(self.loras, names):
+            pipe.load_lora_weights(str(path), adapter_name=name)
         pipe.set_adapters(names, [w for _, w in self.loras])
         if self.fuse: pipe.fuse_lora(adapter_names=names)
     return apply_speed_options(pipe, self.options, self.device)
@@ -221,10 +237,13 @@ def conditioning(self, prompts:list, negative:str):
                 if len(self._embeds) > 256: self._embeds.clear()
                 self._embeds[(p, negative)] = self._compel()(p, negative_prompt=negative)
         cs = [self._embeds[(p, negative)] for p in prompts]
-        if len({(c.embeds.shape[1], c.negative_embeds.shape[1]) for c in cs}) > 1: cs = [self._compel()(list(prompts), negative_prompt=[negative] * len(prompts))]
+        if len({(c.embeds.shape[1], c.negative_embeds.shape[1]) for c in cs}) > 1:
+            cs = [self._compel()(list(prompts), negative_prompt=[negative] * len(prompts))]
     cat = lambda k: torch.cat([getattr(c, k) for c in cs])
     kw = dict(prompt_embeds=cat('embeds'), negative_prompt_embeds=cat('negative_embeds'))
-    if self.family == 'sdxl': kw.update(pooled_prompt_embeds=cat('pooled_embeds'), negative_pooled_prompt_embeds=cat('negative_pooled_embeds'))
+    if self.family == 'sdxl':
+        kw.update(pooled_prompt_embeds=cat('pooled_embeds'),
+                  negative_pooled_prompt_embeds=cat('negative_pooled_embeds'))
     return kw
 
 # %% ../nbs/04_generate.ipynb #bf983611
@@ -235,23 +254,30 @@ def check_request(prompts, seeds, size, steps, guidance, negative_prompt=None, v
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     seeds = [seeds] if isinstance(seeds, int) else list(seeds)
     if len(prompts) == 1 and len(seeds) > 1: prompts = prompts * len(seeds)
-    if not prompts or len(prompts) != len(seeds): raise ValueError(f'{len(prompts)} prompts but {len(seeds)} seeds: give one seed per prompt')
+    if not prompts or len(prompts) != len(seeds):
+        raise ValueError(f'{len(prompts)} prompts but {len(seeds)} seeds: give one seed per prompt')
     prompts = [check_text(p, 'prompt', load_schema()['template']['max_chars']) for p in prompts]
     if negative_prompt is not None: check_text(negative_prompt, 'negative prompt', 4000)
     for s in seeds:
-        if not isinstance(s, (int, np.integer)) or not 0 <= s < 2**32: raise ValueError(f'seed {s!r} must be a whole number from 0 to 2**32-1')
+        if not isinstance(s, (int, np.integer)) or not 0 <= s < 2**32:
+            raise ValueError(f'seed {s!r} must be a whole number from 0 to 2**32-1')
     if not isinstance(size, (int, np.integer)) or size % 8 or not 64 <= size <= MAX_SIZE:
         raise ValueError(f'size {size!r} must be a multiple of 8 from 64 to {MAX_SIZE} (320 like the training data; 512 SD 1.5; 1024 SDXL)')
-    if not isinstance(steps, (int, np.integer)) or not 1 <= steps <= 500: raise ValueError(f'steps {steps!r} must be a whole number from 1 to 500')
-    if not (isinstance(guidance, (int, float)) and math.isfinite(guidance) and 0 <= guidance <= 50): raise ValueError(f'guidance {guidance!r} must be a number from 0 to 50')
-    if not (isinstance(variation_strength, (int, float)) and 0 <= variation_strength <= 1): raise ValueError(f'variation strength {variation_strength!r} must be from 0 to 1')
+    if not isinstance(steps, (int, np.integer)) or not 1 <= steps <= 500:
+        raise ValueError(f'steps {steps!r} must be a whole number from 1 to 500')
+    if not (isinstance(guidance, (int, float)) and math.isfinite(guidance) and 0 <= guidance <= 50):
+        raise ValueError(f'guidance {guidance!r} must be a number from 0 to 50')
+    if not (isinstance(variation_strength, (int, float)) and 0 <= variation_strength <= 1):
+        raise ValueError(f'variation strength {variation_strength!r} must be from 0 to 1')
     return prompts, [int(s) for s in seeds]
 
 # %% ../nbs/04_generate.ipynb #1b5f5987
 @patch_to(FaceGenerator)
 def _record(self, request:dict):
-    loras = [{'path': str(p), 'name': p.stem, 'sha256': cached_file_hash(p), 'weight': w} for p, w in self.loras]
-    made = dict(request, model=self.model, model_hash=self.model_hash, family=self.family, loras=loras, fused=self.fuse,
+    loras = [{'path': str(p), 'name': p.stem, 'sha256': cached_file_hash(p), 'weight': w} for p,
+             w in self.loras]
+    made = dict(request, model=self.model, model_hash=self.model_hash, family=self.family,
+                loras=loras, fused=self.fuse,
                 dtype=DTYPE_NAMES[self.dtype], device=self.device.type,
                 options=dataclasses.asdict(self.options))
     return {'id': params_hash(made, 8), **made, 'model_path': str(self.folder), 'versions': _versions(),
@@ -263,14 +289,17 @@ def generate(self, prompts:list, seeds:list, negative_prompt:str=None, size:int=
              scheduler:str='dpmpp-2m-karras', out_dir=None, variation_seed:int=None, variation_strength:float=0.0,
              names:list=None, extra:list=None):
     "One image per seed (prompts: one, or one per seed), in one batch; written to `out_dir` with provenance if given."
-    prompts, seeds = check_request(prompts, seeds, size, steps, guidance, negative_prompt, variation_strength)
+    prompts, seeds = check_request(prompts, seeds, size, steps, guidance, negative_prompt,
+                                   variation_strength)
     negative = negative_prompt if negative_prompt is not None else load_schema()['template']['negative']
-    if scheduler not in SCHEDULERS: raise ValueError(f'unknown scheduler {scheduler!r}; choose one of {list(SCHEDULERS)}')
+    if scheduler not in SCHEDULERS:
+        raise ValueError(f'unknown scheduler {scheduler!r}; choose one of {list(SCHEDULERS)}')
     shape = (self.pipe.unet.config.in_channels, size // 8, size // 8)
     noise = torch.stack([initial_noise(s, shape, variation_seed, variation_strength) for s in seeds])
     self.pipe.scheduler = make_scheduler(scheduler, self.pipe.scheduler.config)
     with torch.inference_mode(), deep_cache(self.pipe, self.options.deep_cache):
-        images = self.pipe(**self.conditioning(prompts, negative), latents=noise.to(self.device, self.dtype), height=size, width=size,
+        images = self.pipe(**self.conditioning(prompts, negative),
+                           latents=noise.to(self.device, self.dtype), height=size, width=size,
                            num_inference_steps=steps, guidance_scale=guidance, generator=[torch.Generator('cpu').manual_seed(s) for s in seeds]).images
     batch = lambda i: {'prompts': prompts, 'seeds': seeds, 'index': i} if len(seeds) > 1 else None
     requests = [dict(kind='txt2img', prompt=p, negative_prompt=negative, seed=s, size=size, steps=steps, guidance=float(guidance), scheduler=scheduler,
@@ -287,7 +316,8 @@ def _finish(self, images, requests, out_dir, names=None, extra=None):
         img = add_watermark(img, rec['id'])
         if extra: rec.update(extra[i])
         out.append(GeneratedImage(img, rec))
-        if out_dir is not None: _write(out[-1], out_dir, names[i] if names else f"{rec['id']}-{req['seed']}")
+        if out_dir is not None:
+            _write(out[-1], out_dir, names[i] if names else f"{rec['id']}-{req['seed']}")
     if out_dir is not None: append_jsonl(Path(out_dir)/'generated.jsonl', [g.record for g in out])
     return out
 
@@ -300,23 +330,31 @@ def _write(g:GeneratedImage, out_dir, name:str):
 # %% ../nbs/04_generate.ipynb #cc3d0aff
 @patch_to(FaceGenerator)
 def refine(self, image, # the image to refine: a path (recorded) or a PIL image
-           prompt:str, seed:int, strength:float=0.5, negative_prompt:str=None, steps:int=25, guidance:float=7.0,
+           prompt:str, seed:int, strength:float=0.5, negative_prompt:str=None, steps:int=25,
+               guidance:float=7.0,
            scheduler:str='dpmpp-2m-karras', out_dir=None, names:list=None):
     "img2img: `image` re-noised to `strength` and denoised towards `prompt`, reproducibly from `seed`."
     from diffusers import AutoPipelineForImage2Image
     src = Path(image) if isinstance(image, (str, Path)) else None
     init = Image.open(src).convert('RGB') if src else image.convert('RGB')
-    if init.size[0] != init.size[1]: raise ValueError(f'refine needs a square image, not {init.size}')
-    [prompt], [seed] = check_request([prompt], [seed], init.size[0], steps, guidance, negative_prompt)
-    if not 0 < strength <= 1: raise ValueError(f'strength {strength!r} must be above 0 and at most 1')
+    if init.size[0] != init.size[1]:
+        raise ValueError(f'refine needs a square image, not {init.size}')
+    [prompt], [seed] = check_request([prompt], [seed], init.size[0], steps, guidance,
+                                     negative_prompt)
+    if not 0 < strength <= 1:
+        raise ValueError(f'strength {strength!r} must be above 0 and at most 1')
     negative = negative_prompt if negative_prompt is not None else load_schema()['template']['negative']
     if self._img2img is None:
-        self._img2img = AutoPipelineForImage2Image.from_pipe(self.pipe); self._img2img.set_progress_bar_config(disable=True)
+        self._img2img = AutoPipelineForImage2Image.from_pipe(self.pipe)
+        self._img2img.set_progress_bar_config(disable=True)
     self._img2img.scheduler = make_scheduler(scheduler, self.pipe.scheduler.config)
     with torch.inference_mode(), deep_cache(self._img2img, self.options.deep_cache):
-        images = self._img2img(image=init, strength=strength, num_inference_steps=steps, guidance_scale=guidance,
-                               generator=[torch.Generator('cpu').manual_seed(seed)], **self.conditioning([prompt], negative)).images
-    source = {'path': str(src.resolve()) if src else None, 'sha256': params_hash(np.asarray(init).tobytes().hex(), 64)}
+        images = self._img2img(image=init, strength=strength, num_inference_steps=steps,
+                               guidance_scale=guidance,
+                               generator=[torch.Generator('cpu').manual_seed(seed)],
+                                   **self.conditioning([prompt], negative)).images
+    source = {'path': str(src.resolve()) if src else None,
+              'sha256': params_hash(np.asarray(init).tobytes().hex(), 64)}
     req = dict(kind='img2img', prompt=prompt, negative_prompt=negative, seed=seed, size=init.size[0], steps=steps,
                guidance=float(guidance), scheduler=scheduler, strength=float(strength), init_image=source)
     return self._finish(images, [req], out_dir, names)
@@ -337,7 +375,8 @@ def check_sources(record:dict):
 def generator_for(record:dict, device=None):
     "A FaceGenerator set up as the one that made `record`, after checking the model and LoRA hashes."
     check_sources(record)
-    options = {'pack_weights': False, **record['options']}  # records older than packing were made without it
+    # records older than packing were made without it
+    options = {'pack_weights': False, **record['options']}
     loras = [(l['path'], l['weight']) for l in record['loras']]
     return FaceGenerator(record['model'], loras, device=device or record['device'],
                          dtype=record['dtype'], fuse=record['fused'], **options)
@@ -347,16 +386,20 @@ def regenerate_image(path, gen:FaceGenerator=None, out_dir=None, name:str=None):
     "Make again the image whose record is in the PNG at `path` (rerunning its batch); returns a GeneratedImage."
     r = read_record(path)
     gen = gen or generator_for(r)
-    common = dict(negative_prompt=r['negative_prompt'], steps=r['steps'], guidance=r['guidance'], scheduler=r['scheduler'])
+    common = dict(negative_prompt=r['negative_prompt'], steps=r['steps'], guidance=r['guidance'],
+                  scheduler=r['scheduler'])
     if r['kind'] == 'img2img':
         src = r['init_image']['path']
-        if not src or not Path(src).exists(): raise FileNotFoundError(f'the source image of this refinement ({src}) is not on this machine')
+        if not src or not Path(src).exists():
+            raise FileNotFoundError(f'the source image of this refinement ({src}) is not on this machine')
         g = gen.refine(src, r['prompt'], r['seed'], r['strength'], **common)[0]
     else:
         b = r.get('batch') or {'prompts': [r['prompt']], 'seeds': [r['seed']], 'index': 0}
         g = gen.generate(b['prompts'], b['seeds'], size=r['size'], variation_seed=r['variation_seed'],
                          variation_strength=r['variation_strength'], **common)[b['index']]
-    if out_dir is not None: _write(g, out_dir, name or Path(path).stem + '-regenerated'); append_jsonl(Path(out_dir)/'generated.jsonl', [g.record])
+    if out_dir is not None:
+        _write(g, out_dir, name or Path(path).stem + '-regenerated')
+        append_jsonl(Path(out_dir)/'generated.jsonl', [g.record])
     return g
 
 # %% ../nbs/04_generate.ipynb #04195efd
@@ -366,7 +409,8 @@ GENERATOR_ARGS = ('device', 'dtype', 'fuse', 'speed', *OPTIONS)  # what FaceGene
 def generate_images(prompts, model:str, seeds, loras=(), **kwargs):
     "Generate one image per seed with `model` (and `loras`); kwargs go to FaceGenerator or its `generate`."
     setup = {k: kwargs.pop(k) for k in GENERATOR_ARGS if k in kwargs}
-    key = params_hash([model, [(str(p), w) for p, w in loras], {k: str(v) for k, v in setup.items()}])
+    key = params_hash([model, [(str(p), w) for p, w in loras],
+                       {k: str(v) for k, v in setup.items()}])
     if key not in _LAST: _LAST.clear(); _LAST[key] = FaceGenerator(model, loras, **setup)
     return _LAST[key].generate(prompts, seeds, **kwargs)
 
@@ -376,7 +420,8 @@ def _csv_prompts(csv_path):
     if not Path(csv_path).exists(): raise FileNotFoundError(f'CSV file {csv_path} does not exist')
     df = pd.read_csv(csv_path, dtype={'seed': 'Int64'})
     col = next((c for c in ('prompt', 'caption', 'description') if c in df.columns), None)
-    if col is None: raise ValueError(f'{csv_path} has no prompt, caption or description column (it has {list(df.columns)})')
+    if col is None:
+        raise ValueError(f'{csv_path} has no prompt, caption or description column (it has {list(df.columns)})')
     seeds = [None if pd.isna(v) else int(v) for v in df['seed']] if 'seed' in df.columns else [None] * len(df)
     return df[col].fillna('').astype(str).tolist(), seeds
 
@@ -400,7 +445,8 @@ def generate_csv(gen:FaceGenerator, # the loaded model
                  progress:bool=True, **kwargs): # kwargs: FaceGenerator.generate's
     "Generate one image per CSV row into `out_dir`, resuming after the rows already in generated.jsonl."
     prompts, seeds, out = *_csv_prompts(csv_path), Path(out_dir)
-    settings = dict(csv=str(csv_path), model=gen.model, loras=gen.loras, dtype=str(gen.dtype), seed=seed,
+    settings = dict(csv=str(csv_path), model=gen.model, loras=gen.loras, dtype=str(gen.dtype),
+                    seed=seed,
                     batch_size=batch_size, template=template, **kwargs)
     start_job(out, out/'.csv-job.json', settings, inputs=[csv_path])
     log = JobLog(out/'generated.jsonl', key=lambda r: r.get('csv_row'))  # other rows: single generations
@@ -454,13 +500,16 @@ def generate(description:str=None, # what the face looks like, in words (or use 
              pack_weights:bool=True, # CPU: weights kept in oneDNN's layout (1.25x faster; a second copy of the weights in memory)
              progress:bool=True): # show a progress bar (batch mode)
     "Generate face images from a description (or a CSV of them), with provenance, into `out`."
-    gen = FaceGenerator(model, [parse_lora(l) for l in lora or []], device=device, dtype=dtype, fuse=fuse, deep_cache=deep_cache, pack_weights=pack_weights)
+    gen = FaceGenerator(model, [parse_lora(l) for l in lora or []], device=device, dtype=dtype,
+                        fuse=fuse, deep_cache=deep_cache, pack_weights=pack_weights)
     kw = dict(size=size, steps=steps, guidance=guidance, scheduler=scheduler, variation_seed=variation_seed, variation_strength=variation_strength)
-    if Path(out).name == 'generated' and Path(out).parent != Path('.'): record_config(Path(out).parent, 'generate', dict(model=model, lora=lora, **kw))
+    if Path(out).name == 'generated' and Path(out).parent != Path('.'):
+        record_config(Path(out).parent, 'generate', dict(model=model, lora=lora, **kw))
     if csv: return generate_csv(gen, csv, out, seed=seed, template=not raw, progress=progress, **kw)
     fp = forensic_prompt(_description(description, attributes), negative) if not raw else None
     if fp and fp.dropped: print(f'left out to fit {fp.tokens} tokens: {fp.dropped}')
-    images = gen.generate([fp.prompt if fp else description], list(range(seed, seed + n)), out_dir=out,
+    images = gen.generate([fp.prompt if fp else description], list(range(seed, seed + n)),
+                          out_dir=out,
                           negative_prompt=fp.negative if fp else negative, **kw)
     for g in images: print(g.path)
     return images

@@ -59,7 +59,8 @@ def read_config(path):
     if 'run_dir' not in cfg: raise ValueError(f'{path}: the config needs a run_dir')
     unknown = set(cfg) - set(STAGES) - {'run_dir', 'photos', 'slurm'}
     if unknown: raise ValueError(f'{path}: unknown keys {sorted(unknown)}; stages are {list(STAGES)}')
-    if 'preprocess' in cfg and 'photos' not in cfg: raise ValueError(f'{path}: preprocess needs photos: FOLDER')
+    if 'preprocess' in cfg and 'photos' not in cfg:
+        raise ValueError(f'{path}: preprocess needs photos: FOLDER')
     return cfg
 
 def stage_options(cfg:dict, stage:str):
@@ -87,7 +88,8 @@ def _sbatch(args, dependency=None):
     cmd = ['sbatch', '--parsable'] + ([f'--dependency=afterok:{dependency}',
                                        '--kill-on-invalid-dep=yes'] if dependency else []) + args
     done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode: raise RuntimeError(f"sbatch refused {' '.join(args)}: {done.stderr.strip()}")
+    if done.returncode:
+        raise RuntimeError(f"sbatch refused {' '.join(args)}: {done.stderr.strip()}")
     return done.stdout.strip().split(';')[0]
 
 def submit_slurm(cfg:dict, repo=None, stages=None):
@@ -115,8 +117,7 @@ def submit_slurm(cfg:dict, repo=None, stages=None):
         if shards > 1:
             prev = _sbatch(extra + out + [str(repo/'slurm'/'caption_merge.sbatch'), str(run)], prev)
             jobs.append(('caption-merge', prev))
-    # in submission order
-    write_json(run/'.pipeline'/'jobs.json', [{'stage': s, 'job': j} for s, j in jobs])
+    write_json(run/'.pipeline'/'jobs.json', [{'stage': s, 'job': j} for s, j in jobs])  # in submission order
     return jobs
 
 # %% ../nbs/pipeline.ipynb #9d0ccde0
@@ -163,8 +164,8 @@ def wait_for_jobs(jobs, poll:float=2, timeout:float=24 * 3600):
     states, end = {}, time.time() + timeout
     while time.time() < end:
         states = {stage: job_state(job)[0] for stage, job in jobs}
-        if all(s not in ('PENDING', 'RUNNING', 'CONFIGURING',
-                         'COMPLETING') for s in states.values()): return states
+        if all(s not in ('PENDING', 'RUNNING', 'CONFIGURING', 'COMPLETING') for s in states.values()):
+            return states
         time.sleep(poll)
     raise TimeoutError(f'jobs still running after {timeout} s: {states}')
 
@@ -205,7 +206,8 @@ def verify_model(folder): # a model folder, or a single checkpoint file
                 with safe_open(str(p), 'pt') as f: list(f.keys())
             elif p.suffix == '.json': json.loads(p.read_text())
             elif p.suffix == '.pth': torch.load(p, map_location='cpu', weights_only=True)
-        except Exception as e: raise ValueError(f'{p} is damaged ({type(e).__name__}: {e}); download it again') from e
+        except Exception as e:
+            raise ValueError(f'{p} is damaged ({type(e).__name__}: {e}); download it again') from e
     return total
 
 def download(names:list, # registry names, e.g. realvisxl4 llava-13b clip-vit-l-14 alexnet-lpips inception-fid
@@ -213,16 +215,18 @@ def download(names:list, # registry names, e.g. realvisxl4 llava-13b clip-vit-l-
     "Fetch registry models into the Hugging Face cache (checkpoints: torch's hub cache), verify them and report their sizes."
     from huggingface_hub import snapshot_download
     from text_to_face.models import MODELS, ModelNotFound, CheckpointSpec, fetch_checkpoint
-    for name in [names] if isinstance(names,
-                                      str) else names:  # one name as a string is one name, not its letters
-        if name not in MODELS: raise ModelNotFound(f'unknown model {name!r}; the registry has {", ".join(MODELS)}')
+    for name in [names] if isinstance(names, str) else names:  # one name as a string is one name, not its letters
+        if name not in MODELS:
+            raise ModelNotFound(f'unknown model {name!r}; the registry has {", ".join(MODELS)}')
         if isinstance(MODELS[name], CheckpointSpec):
             path = fetch_checkpoint(MODELS[name], timeout)
             print(f'{name}: {verify_model(path) / 1e6:.1f} MB in {path}'); continue
-        try: folder = snapshot_download(MODELS[name].source,
-                                        ignore_patterns=['*.ckpt', '*.pt', '*.bin', '*.onnx',
-                                                         '*.msgpack', '*.h5'])
-        except Exception as e: raise ModelNotFound(f'could not download {name} ({MODELS[name].source}): {type(e).__name__}: {e}') from e
+        try:
+            folder = snapshot_download(MODELS[name].source,
+                                       ignore_patterns=['*.ckpt', '*.pt', '*.bin', '*.onnx',
+                                                        '*.msgpack', '*.h5'])
+        except Exception as e:
+            raise ModelNotFound(f'could not download {name} ({MODELS[name].source}): {type(e).__name__}: {e}') from e
         print(f'{name}: {verify_model(folder) / 1e9:.2f} GB in {folder}')
 
 # %% ../nbs/pipeline.ipynb #db2e2776

@@ -92,8 +92,8 @@ def illinois_sample(dest, # folder to write `front/`, `side/`, `person.csv` and 
 def sample_photos(dest): # folder to write the sample archive into
     "Write the built-in raw-photo archive: real faces, odd formats, a group photo, a cat, broken files, Illinois DOC data."
     dest = Path(dest)
-    for sub in ['people', 'formats', 'group',
-                'broken']: (dest/sub).mkdir(parents=True, exist_ok=True)
+    for sub in ['people', 'formats', 'group', 'broken']:
+        (dest/sub).mkdir(parents=True, exist_ok=True)
     astronaut = Image.fromarray(data.astronaut())
     astronaut.save(dest/'people'/'astronaut.jpg', quality=92)
     astronaut.rotate(-20, Image.BICUBIC).save(dest/'people'/'astronaut_tilted.jpg', quality=92)

@@ -25,16 +25,20 @@ from .models import resolve_model, ModelNotFound, model_family
 @dataclass
 class TrainConfig:
     "The recipe of a LoRA training run; the family constructors fill the settings left None."
-    model:str='realvisxl4' # sd15, realvisxl4, sdxl, tiny-sd15, tiny-sdxl or a local diffusers pipeline folder
+    # sd15, realvisxl4, sdxl, tiny-sd15, tiny-sdxl or a local diffusers pipeline folder
+    model:str='realvisxl4'
     rank:int=4 # LoRA rank
     alpha:float=None # LoRA alpha; the adapters are scaled by alpha/rank (default: the rank)
-    targets:str='attention' # 'attention' (UNet attention projections) or 'wide' (also feed-forward and proj_in/out)
-    train_text_encoder:bool=False # also put LoRA on the text encoder(s) (their embeddings are then computed every step)
+    # 'attention' (UNet attention projections) or 'wide' (also feed-forward and proj_in/out)
+    targets:str='attention'
+    # also put LoRA on the text encoder(s) (their embeddings are then computed every step)
+    train_text_encoder:bool=False
     resolution:int=None # training resolution (default per family: 320)
     batch_size:int=None # images per process per micro-batch (SDXL 4, SD 1.5 16)
     grad_accum:int=None # micro-batches per optimizer step (SDXL 2, SD 1.5 1)
     lr:float=None # learning rate (SDXL 1e-4, SD 1.5 5e-5)
-    lr_scheduler:str=None # diffusers schedule name: constant, linear, cosine, ... (SDXL linear, SD 1.5 constant)
+    # diffusers schedule name: constant, linear, cosine, ... (SDXL linear, SD 1.5 constant)
+    lr_scheduler:str=None
     warmup_steps:int=None # warm-up steps of the schedule (SDXL 100, SD 1.5 0)
     steps:int=None # optimizer steps (SDXL 2715, SD 1.5 5000)
     validate_every:int=None # steps between validations (SDXL 225, SD 1.5 500; 0: never)
@@ -48,7 +52,8 @@ class TrainConfig:
     mixed_precision:str=None # 'no', 'fp16' or 'bf16' (default: the project's device policy)
     gradient_checkpointing:bool=False # trade compute for memory in the UNet
     vae:str=None # another VAE to encode with, e.g. 'sdxl-vae-fp16-fix'
-    validation_prompts:list=None # prompts of the validation grid (default: up to 4 captions of the val split)
+    # prompts of the validation grid (default: up to 4 captions of the val split)
+    validation_prompts:list=None
     validation_steps:int=25 # denoising steps of the validation images
     max_grad_norm:float=1.0 # gradient clipping (0: none)
 
@@ -60,16 +65,20 @@ def _recipe(cls, defaults, given):
 @patch(cls_method=True)
 def sdxl(cls:TrainConfig, **given):
     "The original SDXL / RealVisXL recipe, overridden by `given`."
-    return _recipe(cls, dict(model='realvisxl4', resolution=320, batch_size=4, grad_accum=2, lr=1e-4, lr_scheduler='linear',
-                             warmup_steps=100, steps=2715, validate_every=225, checkpoint_every=450, keep_checkpoints=10,
+    return _recipe(cls, dict(model='realvisxl4', resolution=320, batch_size=4, grad_accum=2,
+                             lr=1e-4, lr_scheduler='linear',
+                             warmup_steps=100, steps=2715, validate_every=225,
+                                 checkpoint_every=450, keep_checkpoints=10,
                              seed=42), given)
 
 # %% ../nbs/03_train.ipynb #b69f739e
 @patch(cls_method=True)
 def sd15(cls:TrainConfig, **given):
     "The original SD 1.5 recipe, overridden by `given`."
-    return _recipe(cls, dict(model='sd15', resolution=320, batch_size=16, grad_accum=1, lr=5e-5, lr_scheduler='constant',
-                             warmup_steps=0, steps=5000, validate_every=500, checkpoint_every=500, keep_checkpoints=10,
+    return _recipe(cls, dict(model='sd15', resolution=320, batch_size=16, grad_accum=1, lr=5e-5,
+                             lr_scheduler='constant',
+                             warmup_steps=0, steps=5000, validate_every=500, checkpoint_every=500,
+                                 keep_checkpoints=10,
                              seed=42), given)
 
 @patch(cls_method=True)
@@ -88,9 +97,11 @@ def lfw_dataset(dest, # folder to write `train/` and `val/` into (e.g. RUN/datas
     dest = Path(dest)
     for split, idx in (('train', range(n_train)), ('val', range(n_train, n_train + n_val))):
         (dest/split).mkdir(parents=True, exist_ok=True)
-        rows = [{'file_name': f'lfw_{i:03d}.png', 'text': f'a grayscale photo of the face of person {i}',
+        rows = [{'file_name': f'lfw_{i:03d}.png',
+                 'text': f'a grayscale photo of the face of person {i}',
                  'person_id': f'lfw-{i}', 'attributes': {}} for i in idx]
-        for r, i in zip(rows, idx): lfw_face(i, size, pad=0).convert('RGB').save(dest/split/r['file_name'])
+        for r, i in zip(rows, idx):
+            lfw_face(i, size, pad=0).convert('RGB').save(dest/split/r['file_name'])
         write_jsonl(dest/split/'metadata.jsonl', rows)
     return dest
 
@@ -98,11 +109,14 @@ def lfw_dataset(dest, # folder to write `train/` and `val/` into (e.g. RUN/datas
 def read_split(folder):
     "The rows (with `file_name`, `text` and the image `path`) of an imagefolder split."
     folder = Path(folder)
-    if not (folder/'metadata.jsonl').exists(): raise FileNotFoundError(f'{folder}/metadata.jsonl does not exist: run the dataset stage first')
+    if not (folder/'metadata.jsonl').exists():
+        raise FileNotFoundError(f'{folder}/metadata.jsonl does not exist: run the dataset stage first')
     rows = read_jsonl(folder/'metadata.jsonl')
     for r in rows:
-        if 'file_name' not in r or 'text' not in r: raise ValueError(f'{folder}/metadata.jsonl: every row needs file_name and text; got {sorted(r)}')
-        if not (folder/r['file_name']).exists(): raise FileNotFoundError(f'{folder/r["file_name"]} is listed in metadata.jsonl but missing')
+        if 'file_name' not in r or 'text' not in r:
+            raise ValueError(f'{folder}/metadata.jsonl: every row needs file_name and text; got {sorted(r)}')
+        if not (folder/r['file_name']).exists():
+            raise FileNotFoundError(f'{folder/r["file_name"]} is listed in metadata.jsonl but missing')
     if not rows: raise ValueError(f'{folder} has no images')
     return [{**r, 'path': folder/r['file_name']} for r in rows]
 
@@ -141,7 +155,8 @@ def load_model(model:str, vae:str=None):
 # %% ../nbs/03_train.ipynb #26399b61
 def tokenize(m, captions):
     "Token ids of `captions` for each tokenizer of `m`, padded and truncated to 77: a (n, encoders, 77) tensor."
-    return torch.stack([tok(list(captions), padding='max_length', max_length=tok.model_max_length, truncation=True,
+    return torch.stack([tok(list(captions), padding='max_length', max_length=tok.model_max_length,
+                            truncation=True,
                             return_tensors='pt').input_ids for tok in m.tokenizers], 1)
 
 def encode_ids(m, ids):
@@ -162,7 +177,8 @@ def image_tensor(path, resolution):
     left, top = (img.width - resolution) // 2, (img.height - resolution) // 2
     img = img.crop((left, top, left + resolution, top + resolution))
     x = torch.from_numpy(np.asarray(img, np.float32) / 127.5 - 1).permute(2, 0, 1)
-    return x, torch.tensor([h, w, round(top / s), round(left / s), resolution, resolution], dtype=torch.float32)
+    return x, torch.tensor([h, w, round(top / s), round(left / s), resolution, resolution],
+                           dtype=torch.float32)
 
 @torch.no_grad()
 def encode_images(vae, images):
@@ -175,13 +191,15 @@ def encode_images(vae, images):
 def _fingerprint(folder):
     "What identifies a model folder cheaply: its path, and the names, sizes and dates of its files."
     folder = Path(folder)
-    return [str(folder.resolve())] + sorted((str(p.relative_to(folder)), p.stat().st_size, int(p.stat().st_mtime))
+    return [str(folder.resolve())] + sorted((str(p.relative_to(folder)), p.stat().st_size,
+                                             int(p.stat().st_mtime))
                                             for p in folder.rglob('*') if p.is_file())
 
 def model_key(m):
     "A hash of the networks whose outputs are cached (VAE and text encoders)."
     vae = resolve_model(m.vae_name) if m.vae_name else m.path/'vae'
-    encoders = ['text_encoder', 'tokenizer'] + (['text_encoder_2', 'tokenizer_2'] if m.family == 'sdxl' else [])
+    encoders = ['text_encoder',
+                'tokenizer'] + (['text_encoder_2', 'tokenizer_2'] if m.family == 'sdxl' else [])
     return params_hash([_fingerprint(vae)] + [_fingerprint(m.path/e) for e in encoders])
 
 # %% ../nbs/03_train.ipynb #f742cca0
@@ -189,15 +207,18 @@ def encode_captions(m, captions):
     "The cached tensors of `captions`: token ids, prompt embeddings and (SDXL) pooled embeddings."
     ids = tokenize(m, captions)
     with torch.no_grad(): embeds, pooled = encode_ids(m, ids)
-    return {'input_ids': ids, 'prompt_embeds': embeds.float(), **({} if pooled is None else {'pooled': pooled.float()})}
+    return {'input_ids': ids, 'prompt_embeds': embeds.float(),
+            **({} if pooled is None else {'pooled': pooled.float()})}
 
 # %% ../nbs/03_train.ipynb #cc84a994
 def _encode_shard(m, rows, resolution, flip, batch=8):
     "The cached tensors of `rows`."
-    out = {k: [] for k in ['latents', 'latents_flipped', 'prompt_embeds', 'pooled', 'time_ids', 'input_ids']}
+    out = {k: [] for k in ['latents', 'latents_flipped', 'prompt_embeds', 'pooled', 'time_ids',
+                           'input_ids']}
     for i in range(0, len(rows), batch):
         chunk = rows[i:i + batch]
-        images, time_ids = map(torch.stack, zip(*[image_tensor(r['path'], resolution) for r in chunk]))
+        images, time_ids = map(torch.stack,
+                               zip(*[image_tensor(r['path'], resolution) for r in chunk]))
         out['latents'].append(encode_images(m.vae, images))
         if flip: out['latents_flipped'].append(encode_images(m.vae, images.flip(-1)))
         for k, v in encode_captions(m, [r['text'] for r in chunk]).items(): out[k].append(v)
@@ -219,7 +240,8 @@ class LatentCache:
 def build(self:LatentCache, rows, progress:bool=True):
     "Encode the shards of `rows` not cached yet; the shard paths, and how many were built and reused."
     from safetensors.torch import save
-    base = {'model': model_key(self.m), 'resolution': self.resolution, 'augment': {'crop': 'centre', 'flip': self.flip}}
+    base = {'model': model_key(self.m), 'resolution': self.resolution,
+            'augment': {'crop': 'centre', 'flip': self.flip}}
     shards, built = [], 0
     for i in tqdm(range(0, len(rows), self.shard_size), disable=not progress, desc='cache'):
         chunk = rows[i:i + self.shard_size]
@@ -227,7 +249,8 @@ def build(self:LatentCache, rows, progress:bool=True):
         path = Path(self.cache_dir)/f'shard-{params_hash({**base, "items": items})}.safetensors'
         if not path.exists():
             tensors = _encode_shard(self.m, chunk, self.resolution, self.flip, self.batch)
-            with atomic_write(path, 'wb') as f: f.write(save(tensors, metadata={'key': dumps(base), 'n': str(len(chunk))}))
+            with atomic_write(path, 'wb') as f:
+                f.write(save(tensors, metadata={'key': dumps(base), 'n': str(len(chunk))}))
             built += 1
         shards.append(path)
     return shards, {'shards': len(shards), 'built': built, 'reused': len(shards) - built}
@@ -237,10 +260,12 @@ class CachedItems:
     "Items of cache shards, read on demand: `items[[3, 0, 7]]` gives a dict of stacked tensors."
     def __init__(self, shards):
         from safetensors import safe_open
-        self.files, self.names = [safe_open(str(s), 'pt') for s in shards], [Path(s).name for s in shards]
+        self.files, self.names = [safe_open(str(s),
+                                            'pt') for s in shards], [Path(s).name for s in shards]
         self.where = [(f, i) for f in self.files for i in range(int(f.metadata()['n']))]
         self.keys = set(self.files[0].keys())
-        self.latent_shape = tuple(self.files[0].get_slice('latents').get_shape()[1:])  # (channels, height, width) of one item
+        # (channels, height, width) of one item
+        self.latent_shape = tuple(self.files[0].get_slice('latents').get_shape()[1:])
     def __len__(self): return len(self.where)
     def __getitem__(self, idx):
         return {k: torch.cat([self.where[i][0].get_slice(k)[self.where[i][1]:self.where[i][1] + 1] for i in idx])
@@ -289,9 +314,12 @@ def diffusion_loss(unet, scheduler, x:Batch, snr_gamma:float=None):
     noisy = scheduler.add_noise(x.latents, x.noise, x.timesteps)
     v = scheduler.config.prediction_type == 'v_prediction'
     target = scheduler.get_velocity(x.latents, x.noise, x.timesteps) if v else x.noise
-    extra = {'added_cond_kwargs': {'text_embeds': x.pooled, 'time_ids': x.time_ids}} if x.pooled is not None else {}
-    dtype = next(p.dtype for p in unet.parameters() if not p.requires_grad)  # the frozen weights' dtype
-    pred = unet(noisy.to(dtype), x.timesteps, x.embeds.to(dtype), **{k: {a: b.to(dtype) for a, b in d.items()} for k, d in extra.items()}).sample
+    extra = {'added_cond_kwargs': {'text_embeds': x.pooled,
+                                   'time_ids': x.time_ids}} if x.pooled is not None else {}
+    # the frozen weights' dtype
+    dtype = next(p.dtype for p in unet.parameters() if not p.requires_grad)
+    pred = unet(noisy.to(dtype), x.timesteps, x.embeds.to(dtype),
+                **{k: {a: b.to(dtype) for a, b in d.items()} for k, d in extra.items()}).sample
     loss = F.mse_loss(pred.float(), target.float(), reduction='none').mean(dim=(1, 2, 3))
     if snr_gamma:
         snr = compute_snr(scheduler, x.timesteps)
@@ -311,25 +339,31 @@ def step_inputs(m, items, idx, draws, empty, train_te=False):
         embeds = torch.where(drop[:, None, None], empty['prompt_embeds'], b['prompt_embeds'])
         pooled = torch.where(drop[:, None], empty['pooled'], b['pooled']) if 'pooled' in b else None
     dev = m.unet.device
-    return Batch(latents.to(dev), draws['noise'].to(dev), draws['timesteps'].to(dev), embeds.to(dev),
-                 None if pooled is None else pooled.to(dev), b['time_ids'].to(dev) if pooled is not None else None)
+    return Batch(latents.to(dev), draws['noise'].to(dev), draws['timesteps'].to(dev),
+                 embeds.to(dev),
+                 None if pooled is None else pooled.to(dev),
+                     b['time_ids'].to(dev) if pooled is not None else None)
 
 # %% ../nbs/03_train.ipynb #4a85ef4f
 LORA_TARGETS = {'attention': ['to_q', 'to_k', 'to_v', 'to_out.0'],
-                'wide': ['to_q', 'to_k', 'to_v', 'to_out.0', 'ff.net.0.proj', 'ff.net.2', 'proj_in', 'proj_out']}
+                'wide': ['to_q', 'to_k', 'to_v', 'to_out.0', 'ff.net.0.proj', 'ff.net.2',
+                         'proj_in', 'proj_out']}
 TEXT_LORA_TARGETS = ['q_proj', 'k_proj', 'v_proj', 'out_proj']
 
 def add_lora(m, rank:int=4, alpha:float=None, targets:str='attention', train_text_encoder:bool=False, seed:int=42):
     "Add peft LoRA adapters to the UNet (and text encoders); return the trainable parameters."
     from peft import LoraConfig
-    if targets not in LORA_TARGETS: raise ValueError(f'unknown targets {targets!r}; choose one of {list(LORA_TARGETS)}')
+    if targets not in LORA_TARGETS:
+        raise ValueError(f'unknown targets {targets!r}; choose one of {list(LORA_TARGETS)}')
     torch.manual_seed(seed)
     alpha = alpha or rank
     m.unet.add_adapter(LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights='gaussian', target_modules=LORA_TARGETS[targets]))
     nets = [m.unet]
     if train_text_encoder:
         for enc in m.text_encoders:
-            try: enc.add_adapter(LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights='gaussian', target_modules=TEXT_LORA_TARGETS))
+            try:
+                enc.add_adapter(LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights='gaussian',
+                                           target_modules=TEXT_LORA_TARGETS))
             except ValueError as e:  # transformers 5 wants a newer peft for adapters on its models (and so does loading them)
                 raise ValueError(f'text-encoder LoRA is not possible with the installed transformers and peft: {e}') from None
         nets += m.text_encoders
@@ -343,18 +377,25 @@ def lora_state_dicts(m):
     from peft.utils import get_peft_model_state_dict
     nets = {'unet': _unwrap(m.unet), 'text_encoder': _unwrap(m.text_encoders[0])}
     if len(m.text_encoders) > 1: nets['text_encoder_2'] = _unwrap(m.text_encoders[1])
-    return {k: get_peft_model_state_dict(net) for k, net in nets.items() if getattr(net, 'peft_config', None)}
+    return {k: get_peft_model_state_dict(net) for k,
+            net in nets.items() if getattr(net, 'peft_config', None)}
 
 def kohya_metadata(m, p, extra=None):
     "kohya-style `ss_*` header entries (all strings) describing the training run `p`."
-    meta = {'ss_base_model_version': {'sd15': 'sd_v1', 'sdxl': 'sdxl_base_v1-0'}[m.family], 'ss_sd_model_name': str(m.name),
-            'ss_network_module': 'networks.lora', 'ss_network_dim': p.rank, 'ss_network_alpha': p.alpha,
+    meta = {'ss_base_model_version': {'sd15': 'sd_v1', 'sdxl': 'sdxl_base_v1-0'}[m.family],
+            'ss_sd_model_name': str(m.name),
+            'ss_network_module': 'networks.lora', 'ss_network_dim': p.rank,
+                'ss_network_alpha': p.alpha,
             'ss_resolution': f"({p.resolution}, {p.resolution})", 'ss_max_train_steps': p.steps,
-            'ss_learning_rate': p.lr, 'ss_lr_scheduler': p.lr_scheduler, 'ss_lr_warmup_steps': p.warmup_steps,
-            'ss_train_batch_size': p.batch_size, 'ss_gradient_accumulation_steps': p.grad_accum, 'ss_seed': p.seed,
-            'ss_min_snr_gamma': p.snr_gamma, 'ss_noise_offset': p.noise_offset, 'ss_caption_dropout_rate': p.caption_dropout,
+            'ss_learning_rate': p.lr, 'ss_lr_scheduler': p.lr_scheduler,
+                'ss_lr_warmup_steps': p.warmup_steps,
+            'ss_train_batch_size': p.batch_size, 'ss_gradient_accumulation_steps': p.grad_accum,
+                'ss_seed': p.seed,
+            'ss_min_snr_gamma': p.snr_gamma, 'ss_noise_offset': p.noise_offset,
+                'ss_caption_dropout_rate': p.caption_dropout,
             'ss_flip_aug': p.flip, 'ss_mixed_precision': p.mixed_precision, 'ss_vae_name': p.vae,
-            'ss_network_train_unet_only': not p.train_text_encoder, 'ss_training_comment': 'text_to_face ' + dumps({'targets': p.targets}),
+            'ss_network_train_unet_only': not p.train_text_encoder,
+                'ss_training_comment': 'text_to_face ' + dumps({'targets': p.targets}),
             **(extra or {})}
     return {k: str(v) for k, v in meta.items()}
 
@@ -369,15 +410,20 @@ def save_lora(m, p, lora_dir, name, extra=None):
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
     from diffusers.utils.state_dict_utils import convert_state_dict_to_kohya
     from safetensors.torch import save
-    sds, nets = lora_state_dicts(m), {'unet': m.unet, 'text_encoder': m.text_encoders[0], 'text_encoder_2': m.text_encoders[-1]}
+    sds, nets = lora_state_dicts(m), {'unet': m.unet, 'text_encoder': m.text_encoders[0],
+                                      'text_encoder_2': m.text_encoders[-1]}
     pipe_cls = StableDiffusionXLPipeline if m.family == 'sdxl' else StableDiffusionPipeline
     work = Path(tempfile.mkdtemp(dir=lora_dir, prefix='.save-'))
     pipe_cls.save_lora_weights(work, **{f'{k}_lora_layers': sd for k, sd in sds.items()},
                                **{f'{k}_lora_adapter_metadata': _config_dict(nets[k]) for k in sds})
-    os.replace(shareable(work/'pytorch_lora_weights.safetensors'), Path(lora_dir)/'pytorch_lora_weights.safetensors'); shutil.rmtree(work)
-    kohya = convert_state_dict_to_kohya({f'{k}.{key}': v for k, sd in sds.items() for key, v in sd.items()})
+    os.replace(shareable(work/'pytorch_lora_weights.safetensors'),
+               Path(lora_dir)/'pytorch_lora_weights.safetensors')
+    shutil.rmtree(work)
+    kohya = convert_state_dict_to_kohya({f'{k}.{key}': v for k, sd in sds.items() for key,
+                                         v in sd.items()})
     kohya = {k: torch.tensor(float(p.alpha)) if k.endswith('.alpha') else v.contiguous() for k, v in kohya.items()}
-    with atomic_write(Path(lora_dir)/f'{name}_kohya.safetensors', 'wb') as f: f.write(save(kohya, metadata=kohya_metadata(m, p, extra)))
+    with atomic_write(Path(lora_dir)/f'{name}_kohya.safetensors', 'wb') as f:
+        f.write(save(kohya, metadata=kohya_metadata(m, p, extra)))
 
 # %% ../nbs/03_train.ipynb #b85eecc9
 def pipeline_of(m):
@@ -386,10 +432,14 @@ def pipeline_of(m):
     sched = DPMSolverMultistepScheduler.from_config(m.scheduler.config)
     unet, encoders = _unwrap(m.unet), [_unwrap(e) for e in m.text_encoders]
     if m.family == 'sdxl':
-        return StableDiffusionXLPipeline(vae=m.vae, text_encoder=encoders[0], text_encoder_2=encoders[1],
-                                         tokenizer=m.tokenizers[0], tokenizer_2=m.tokenizers[1], unet=unet, scheduler=sched)
-    return StableDiffusionPipeline(vae=m.vae, text_encoder=encoders[0], tokenizer=m.tokenizers[0], unet=unet,
-                                   scheduler=sched, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+        return StableDiffusionXLPipeline(vae=m.vae, text_encoder=encoders[0],
+                                         text_encoder_2=encoders[1],
+                                         tokenizer=m.tokenizers[0], tokenizer_2=m.tokenizers[1],
+                                             unet=unet, scheduler=sched)
+    return StableDiffusionPipeline(vae=m.vae, text_encoder=encoders[0], tokenizer=m.tokenizers[0],
+                                   unet=unet,
+                                   scheduler=sched, safety_checker=None, feature_extractor=None,
+                                       requires_safety_checker=False)
 
 def sample_images(m, prompts, resolution, seed=0, steps=25, output_type='np'):
     "One image per prompt, each from its own fixed seed (`seed + i`), as an (n, h, w, 3) array in [0, 1] (or latents)."
@@ -397,7 +447,8 @@ def sample_images(m, prompts, resolution, seed=0, steps=25, output_type='np'):
     pipe.set_progress_bar_config(disable=True)
     for i, prompt in enumerate(prompts):
         with torch.no_grad():
-            images = pipe(prompt, height=resolution, width=resolution, num_inference_steps=steps, output_type=output_type,
+            images = pipe(prompt, height=resolution, width=resolution, num_inference_steps=steps,
+                          output_type=output_type,
                           generator=torch.Generator().manual_seed(seed + i)).images
         out.append(images.float().cpu().numpy() if output_type == 'latent' else images)
     return np.concatenate(out)
@@ -410,13 +461,15 @@ def validation_loss(m, items, seed, batch_size=16):
     n, T = len(items), m.scheduler.config.num_train_timesteps
     g = torch.Generator().manual_seed(seed + 7)
     noise = torch.randn(n, *items.latent_shape, generator=g)
-    timesteps = torch.linspace(0, T - 1, n).round().long()[torch.randperm(n, generator=g)]  # spread over the whole schedule
+    # spread over the whole schedule
+    timesteps = torch.linspace(0, T - 1, n).round().long()[torch.randperm(n, generator=g)]
     total, dev = 0.0, unet.device
     for i in range(0, n, batch_size):
         idx = list(range(i, min(n, i + batch_size)))
         b = items[idx]
         pooled = b['pooled'].to(dev) if 'pooled' in b else None
-        x = Batch(b['latents'].to(dev), noise[idx].to(dev), timesteps[idx].to(dev), b['prompt_embeds'].to(dev), pooled,
+        x = Batch(b['latents'].to(dev), noise[idx].to(dev), timesteps[idx].to(dev),
+                  b['prompt_embeds'].to(dev), pooled,
                   b['time_ids'].to(dev) if pooled is not None else None)
         loss = diffusion_loss(unet, m.scheduler, x)
         total += loss.item() * len(idx)
@@ -425,19 +478,23 @@ def validation_loss(m, items, seed, batch_size=16):
 # %% ../nbs/03_train.ipynb #5e4cea9c
 def image_grid(images):
     "A PIL image of the (n, h, w, 3) float array `images` side by side."
-    return Image.fromarray((np.concatenate(list(images), 1) * 255).round().clip(0, 255).astype(np.uint8))
+    return Image.fromarray((np.concatenate(list(images),
+                                           1) * 255).round().clip(0, 255).astype(np.uint8))
 
 # %% ../nbs/03_train.ipynb #50a6f219
 def checkpoints(folder):
     "The complete checkpoints in `folder`, oldest first."
-    return sorted((p for p in Path(folder).glob('checkpoint-*') if p.is_dir()), key=lambda p: int(p.name.split('-')[1]))
+    return sorted((p for p in Path(folder).glob('checkpoint-*') if p.is_dir()),
+                  key=lambda p: int(p.name.split('-')[1]))
 
 # %% ../nbs/03_train.ipynb #0a1ad0fc
 def optimizer_state(opt):
     "An optimizer's state as tensors (for safetensors) and JSON-ready values: nothing that needs pickle."
     sd = opt.state_dict()
-    tensors = {f'{i}.{k}': v.contiguous() for i, s in sd['state'].items() for k, v in s.items() if torch.is_tensor(v)}
-    values = {f'{i}.{k}': v for i, s in sd['state'].items() for k, v in s.items() if not torch.is_tensor(v)}
+    tensors = {f'{i}.{k}': v.contiguous() for i, s in sd['state'].items() for k,
+               v in s.items() if torch.is_tensor(v)}
+    values = {f'{i}.{k}': v for i, s in sd['state'].items() for k,
+              v in s.items() if not torch.is_tensor(v)}
     return tensors, {'param_groups': sd['param_groups'], 'values': values}
 
 def load_optimizer_state(opt, tensors, saved):
@@ -456,15 +513,18 @@ class NonFiniteLoss(FloatingPointError, ValueError):
 def resolved(self:TrainConfig):
     "This recipe with alpha and mixed precision filled in, every value checked: a ValueError names a bad one."
     from diffusers.optimization import SchedulerType
-    mp = self.mixed_precision or {torch.float32: 'no', torch.float16: 'fp16', torch.bfloat16: 'bf16'}[pick_dtype(pick_device())]
+    mp = self.mixed_precision or {torch.float32: 'no', torch.float16: 'fp16',
+                                  torch.bfloat16: 'bf16'}[pick_dtype(pick_device())]
     c = replace(self, alpha=self.alpha or self.rank, mixed_precision=mp)
     for k in ('steps', 'batch_size', 'grad_accum', 'resolution', 'rank', 'checkpoint_every', 'keep_checkpoints'):
         if getattr(c, k) < 1: raise ValueError(f'{k} must be at least 1, got {getattr(c, k)}')
     if c.resolution % 8: raise ValueError(f'resolution must be a multiple of 8, got {c.resolution}')
-    if c.mixed_precision not in ('no', 'fp16', 'bf16'): raise ValueError("mixed_precision must be 'no', 'fp16' or 'bf16'")
+    if c.mixed_precision not in ('no', 'fp16', 'bf16'):
+        raise ValueError("mixed_precision must be 'no', 'fp16' or 'bf16'")
     schedulers = [s.value for s in SchedulerType]
     if c.lr_scheduler not in schedulers: raise ValueError(f"lr_scheduler must be one of {schedulers}, got {c.lr_scheduler!r}")
-    if c.targets not in LORA_TARGETS: raise ValueError(f"unknown targets {c.targets!r}; choose one of {list(LORA_TARGETS)}")
+    if c.targets not in LORA_TARGETS:
+        raise ValueError(f"unknown targets {c.targets!r}; choose one of {list(LORA_TARGETS)}")
     return c
 
 # %% ../nbs/03_train.ipynb #c8a6bbbf
@@ -474,9 +534,11 @@ def _accelerator(c:TrainConfig, lora_dir):
     from accelerate.utils import ProjectConfiguration
     from accelerate.state import AcceleratorState
     tb = importlib.util.find_spec('tensorboard') is not None
-    AcceleratorState._reset_state()  # a process may train twice with other precisions; the distributed setup (PartialState) is kept
+    # a process may train twice with other precisions; the distributed setup (PartialState) is kept
+    AcceleratorState._reset_state()
     return Accelerator(mixed_precision=c.mixed_precision, log_with='tensorboard' if tb else None,
-                       project_config=ProjectConfiguration(project_dir=str(lora_dir), logging_dir=str(lora_dir/'logs')))
+                       project_config=ProjectConfiguration(project_dir=str(lora_dir),
+                                                           logging_dir=str(lora_dir/'logs')))
 
 class Trainer:
     "A LoRA training run in a run directory: set up, then steps with validations and checkpoints, then the LoRA files."
@@ -495,14 +557,16 @@ def prepare(self:Trainer, resume:bool=False, overwrite:bool=False):
     if overwrite and acc.is_main_process: shutil.rmtree(lora_dir, ignore_errors=True)
     acc.wait_for_everyone()
     saved = read_json(lora_dir/'params.json')
-    if saved is not None: saved.setdefault('processes', self.settings['processes'])  # runs saved before the key: as before
+    # runs saved before the key: as before
+    if saved is not None: saved.setdefault('processes', self.settings['processes'])
     if saved is not None and not resume:
         raise ValueError(f'{lora_dir} already holds a training run: pass --resume to continue it or --overwrite to start again')
     if changed := changed_settings(saved, self.settings, ignore=('steps',)):
         raise ValueError(f'cannot resume {lora_dir} with other parameters {changed}; use --overwrite')
     acc.wait_for_everyone()
     if acc.is_main_process:
-        for sub in ('checkpoints', 'validation', 'logs'): (lora_dir/sub).mkdir(parents=True, exist_ok=True)
+        for sub in ('checkpoints', 'validation', 'logs'):
+            (lora_dir/sub).mkdir(parents=True, exist_ok=True)
         write_json(lora_dir/'params.json', self.settings)
     acc.wait_for_everyone()
     return self
@@ -515,17 +579,20 @@ def load(self:Trainer):
     c, acc, m = self.cfg, self.acc, load_model(self.cfg.model, self.cfg.vae)
     self.params = add_lora(m, c.rank, c.alpha, c.targets, c.train_text_encoder, c.seed)
     dtype = {'no': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}[c.mixed_precision]
-    m.vae.to(acc.device, torch.float32 if m.vae.config.get('force_upcast') and dtype == torch.float16 else dtype)
+    m.vae.to(acc.device,
+             torch.float32 if m.vae.config.get('force_upcast') and dtype == torch.float16 else dtype)
     for net in [m.unet, *m.text_encoders]: net.to(acc.device, dtype)
     for q in self.params: q.data = q.data.float()
     if c.gradient_checkpointing: m.unet.enable_gradient_checkpointing()
     opt = torch.optim.AdamW(self.params, lr=c.lr, weight_decay=1e-2)
-    self.sched = get_scheduler(c.lr_scheduler, opt, num_warmup_steps=c.warmup_steps, num_training_steps=c.steps)
+    self.sched = get_scheduler(c.lr_scheduler, opt, num_warmup_steps=c.warmup_steps,
+                               num_training_steps=c.steps)
     nets = [m.unet] + (m.text_encoders if c.train_text_encoder else [])
     prepared = acc.prepare(*nets, opt)
     m.unet, self.opt, self.m = prepared[0], prepared[-1], m
     if c.train_text_encoder: m.text_encoders = list(prepared[1:-1])
-    self.nets = [m.unet] + (m.text_encoders if c.train_text_encoder else [])  # the prepared ones, whose adapters a checkpoint keeps
+    # the prepared ones, whose adapters a checkpoint keeps
+    self.nets = [m.unet] + (m.text_encoders if c.train_text_encoder else [])
     return self
 
 # %% ../nbs/03_train.ipynb #622ff8b6
@@ -534,7 +601,8 @@ def cache(self:Trainer, progress:bool=True):
     "Encode the train and val splits into RUN/cache, and the empty caption; pick the validation prompts."
     c, acc, (train_rows, val_rows) = self.cfg, self.acc, self.rows
     with acc.main_process_first():  # encoding batches no larger than training batches: no higher peak memory
-        cache = lambda flip: LatentCache(self.m, self.run/'cache', c.resolution, flip, batch=c.batch_size)
+        cache = lambda flip: LatentCache(self.m, self.run/'cache', c.resolution, flip,
+                                         batch=c.batch_size)
         shards, self.counts = cache(c.flip).build(train_rows, progress and acc.is_main_process)
         val_shards, _ = cache(False).build(val_rows, progress=False)
     self.items, self.val_items, self.empty = CachedItems(shards), CachedItems(val_shards), encode_captions(self.m, [''])
@@ -547,7 +615,8 @@ def resume(self:Trainer, resume:bool=True):
     "Restore the newest checkpoint if `resume`, cut the log back to its step, and start from there."
     acc, lora_dir = self.acc, self.lora_dir
     for t in (lora_dir/'checkpoints').glob('.tmp-checkpoint-*'):
-        if acc.is_main_process: shutil.rmtree(t, ignore_errors=True)  # a save that a kill interrupted
+        # a save that a kill interrupted
+        if acc.is_main_process: shutil.rmtree(t, ignore_errors=True)
     found = checkpoints(lora_dir/'checkpoints') if resume else []
     self.start = self.restore(found[-1]) if found else 0
     if acc.is_main_process:
@@ -564,17 +633,21 @@ def step(self:Trainer, step:int):
     for k in range(c.grad_accum):
         mb = step * c.grad_accum + k
         idx = batch_indices(len(self.items), c.batch_size * world, mb, c.seed)
-        draws = draw_step(mb, c.batch_size * world, self.items.latent_shape, m.scheduler.config.num_train_timesteps, c.seed,
+        draws = draw_step(mb, c.batch_size * world, self.items.latent_shape,
+                          m.scheduler.config.num_train_timesteps, c.seed,
                           c.noise_offset, c.caption_dropout)
         mine = slice(acc.process_index * c.batch_size, (acc.process_index + 1) * c.batch_size)
         with contextlib.ExitStack() as ctx:
             if k < c.grad_accum - 1:  # gradients are all-reduced on the last micro-batch only
-                for net in [m.unet] + (m.text_encoders if c.train_text_encoder else []): ctx.enter_context(acc.no_sync(net))
+                for net in [m.unet] + (m.text_encoders if c.train_text_encoder else []):
+                    ctx.enter_context(acc.no_sync(net))
             ctx.enter_context(acc.autocast())
-            x = step_inputs(m, self.items, idx[mine], {a: b[mine] for a, b in draws.items()}, self.empty, c.train_text_encoder)
+            x = step_inputs(m, self.items, idx[mine], {a: b[mine] for a, b in draws.items()},
+                            self.empty, c.train_text_encoder)
             loss = diffusion_loss(m.unet, m.scheduler, x, c.snr_gamma)
             everyone = acc.gather(loss.detach()[None])
-            if not torch.isfinite(everyone).all(): return float(everyone[~torch.isfinite(everyone)][0])
+            if not torch.isfinite(everyone).all():
+                return float(everyone[~torch.isfinite(everyone)][0])
             acc.backward(loss / c.grad_accum)
         losses.append(everyone.mean().item())
     if c.max_grad_norm: acc.clip_grad_norm_(self.params, c.max_grad_norm)
@@ -591,7 +664,9 @@ def validate(self:Trainer, step:int):
         images = sample_images(self.m, self.prompts, c.resolution, c.seed, c.validation_steps)
     image_grid(images).save(self.lora_dir/'validation'/f'step-{step:06d}.png')
     acc.log({'val_loss': vloss}, step=step)
-    if acc.trackers: acc.get_tracker('tensorboard').writer.add_images('validation', images, step, dataformats='NHWC')
+    if acc.trackers:
+        acc.get_tracker('tensorboard').writer.add_images('validation', images, step,
+                                                         dataformats='NHWC')
     return vloss
 
 # %% ../nbs/03_train.ipynb #2a047e3b
@@ -604,11 +679,13 @@ def checkpoint(self:Trainer, step:int):
     tmp, final = folder/f'.tmp-checkpoint-{step}', folder/f'checkpoint-{step}'
     if acc.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir(parents=True)
-        for i, net in enumerate(self.nets): save_file(get_peft_model_state_dict(acc.unwrap_model(net)), tmp/f'lora_{i}.safetensors')
+        for i, net in enumerate(self.nets):
+            save_file(get_peft_model_state_dict(acc.unwrap_model(net)), tmp/f'lora_{i}.safetensors')
         tensors, saved = optimizer_state(self.opt)
         save_file(tensors, tmp/'optimizer.safetensors'); write_json(tmp/'optimizer.json', saved)
         write_json(tmp/'scheduler.json', self.sched.state_dict())
-        if acc.scaler is not None: write_json(tmp/'scaler.json', acc.scaler.state_dict())  # fp16's loss scale
+        # fp16's loss scale
+        if acc.scaler is not None: write_json(tmp/'scaler.json', acc.scaler.state_dict())
         write_json(tmp/'step.json', {'step': step}); write_manifest(shareable(tmp))
         if final.exists(): shutil.rmtree(final)
         os.rename(tmp, final)
@@ -634,16 +711,19 @@ def fit(self:Trainer, progress:bool=True):
     "Train from `start` to the last step, validating and checkpointing at their intervals; the run's summary."
     c, acc, main, t0 = self.cfg, self.acc, self.acc.is_main_process, time.time()
     log = self.lora_dir/'log.jsonl'
-    if self.start == 0 and main and c.validate_every: append_jsonl(log, [{'step': 0, 'val_loss': self.validate(0)}])
+    if self.start == 0 and main and c.validate_every:
+        append_jsonl(log, [{'step': 0, 'val_loss': self.validate(0)}])
     for step in tqdm(range(self.start, c.steps), initial=self.start, total=c.steps, disable=not (progress and main), desc='train'):
         loss, done = self.step(step), step + 1
         if not math.isfinite(loss):
             last = checkpoints(self.lora_dir/'checkpoints')
             raise NonFiniteLoss(f'loss is {loss} at step {done}: training stopped; the last good checkpoint is '
                                 f'{last[-1] if last else "none (no checkpoint was saved yet)"}; lower the learning rate or check the data')
-        row = {'step': done, 'loss': loss, 'lr': self.sched.get_last_lr()[0], 'seconds': round(time.time() - t0, 3)}
+        row = {'step': done, 'loss': loss, 'lr': self.sched.get_last_lr()[0],
+               'seconds': round(time.time() - t0, 3)}
         acc.log({'loss': loss, 'lr': row['lr']}, step=done)
-        if main and c.validate_every and (done % c.validate_every == 0 or done == c.steps): row['val_loss'] = self.validate(done)
+        if main and c.validate_every and (done % c.validate_every == 0 or done == c.steps):
+            row['val_loss'] = self.validate(done)
         if main: append_jsonl(log, [row])
         if done % c.checkpoint_every == 0 or done == c.steps: self.checkpoint(done)
     return self.finish(trained=self.start < c.steps)
@@ -658,8 +738,10 @@ def finish(self:Trainer, trained:bool=True):
                'first_val_loss': log[0].get('val_loss') if log else None,
                'final_val_loss': next((r['val_loss'] for r in log[::-1] if 'val_loss' in r), None)}
     if self.acc.is_main_process and (trained or not (lora_dir/'pytorch_lora_weights.safetensors').exists()):
-        dataset = params_hash(self.items.names)  # a shard's name hashes its images' bytes and captions, the resolution and the encoders
-        save_lora(self.m, self.cfg, lora_dir, name, {'ss_steps': self.cfg.steps, 'ss_dataset_hash': dataset})
+        # a shard's name hashes its images' bytes and captions, the resolution and the encoders
+        dataset = params_hash(self.items.names)
+        save_lora(self.m, self.cfg, lora_dir, name,
+                  {'ss_steps': self.cfg.steps, 'ss_dataset_hash': dataset})
     if self.acc.is_main_process: write_json(lora_dir/'summary.json', summary)
     self.acc.wait_for_everyone()
     return summary
@@ -675,7 +757,9 @@ def train(run_dir:str, # run directory: reads RUN/dataset/{train,val}, writes RU
     t.load().cache(progress).resume(resume)
     if t.acc.is_main_process:
         record_config(t.run, 'train', {**t.settings, 'cache': t.counts})
-        t.acc.init_trackers('train', config={k: v for k, v in t.settings.items() if isinstance(v, (int, float, str, bool))})
+        t.acc.init_trackers('train',
+                            config={k: v for k,
+                                    v in t.settings.items() if isinstance(v, (int, float, str, bool))})
     result = t.fit(progress)
     t.acc.end_training()
     return result
@@ -684,7 +768,8 @@ def train(run_dir:str, # run directory: reads RUN/dataset/{train,val}, writes RU
 def latent_distance(samples, data):
     "How far sample latents are from data latents: per-channel mean/std gap and mean nearest-neighbour distance."
     stats = lambda x: torch.cat([x.mean((0, 2, 3)), x.std((0, 2, 3))])
-    nn = torch.cdist(samples.flatten(1), data.flatten(1)).min(1).values.mean() / math.sqrt(data[0].numel())
+    nn = torch.cdist(samples.flatten(1),
+                     data.flatten(1)).min(1).values.mean() / math.sqrt(data[0].numel())
     return {'stats_gap': (stats(samples) - stats(data)).norm().item(), 'nearest': nn.item()}
 
 # %% ../nbs/03_train.ipynb #017d378c
@@ -694,15 +779,22 @@ def _sd15_sized(folder):
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
     from text_to_face.models import write_clip_tokenizer, SD_BETAS
     torch.manual_seed(0)
-    unet = UNet2DConditionModel(block_out_channels=(320, 640, 1280, 1280), cross_attention_dim=768, layers_per_block=2,
+    unet = UNet2DConditionModel(block_out_channels=(320, 640, 1280, 1280), cross_attention_dim=768,
+                                layers_per_block=2,
                                 attention_head_dim=8, sample_size=64)
-    vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4, sample_size=512,
-                        down_block_types=['DownEncoderBlock2D'] * 4, up_block_types=['UpDecoderBlock2D'] * 4, scaling_factor=0.18215)
-    te = CLIPTextModel(CLIPTextConfig(vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-                                      num_attention_heads=12, max_position_embeddings=77, hidden_act='quick_gelu'))
+    vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), layers_per_block=2,
+                        latent_channels=4, sample_size=512,
+                        down_block_types=['DownEncoderBlock2D'] * 4,
+                            up_block_types=['UpDecoderBlock2D'] * 4, scaling_factor=0.18215)
+    te = CLIPTextModel(CLIPTextConfig(vocab_size=49408, hidden_size=768, intermediate_size=3072,
+                                      num_hidden_layers=12,
+                                      num_attention_heads=12, max_position_embeddings=77,
+                                          hidden_act='quick_gelu'))
     write_clip_tokenizer(Path(folder)/'_tok')
-    StableDiffusionPipeline(vae=vae, text_encoder=te, tokenizer=CLIPTokenizer.from_pretrained(Path(folder)/'_tok'), unet=unet,
-                            scheduler=PNDMScheduler(**SD_BETAS, skip_prk_steps=True), safety_checker=None, feature_extractor=None,
+    StableDiffusionPipeline(vae=vae, text_encoder=te,
+                            tokenizer=CLIPTokenizer.from_pretrained(Path(folder)/'_tok'), unet=unet,
+                            scheduler=PNDMScheduler(**SD_BETAS, skip_prk_steps=True),
+                                safety_checker=None, feature_extractor=None,
                             requires_safety_checker=False).save_pretrained(folder)
     shutil.rmtree(Path(folder)/'_tok')
     return Path(folder)
@@ -717,13 +809,18 @@ def _baseline_run(model, run, p, steps):
         t = time.time()
         idx = batch_indices(len(rows), p['batch_size'], step, p['seed'])
         images = torch.stack([image_tensor(rows[i]['path'], p['resolution'])[0] for i in idx])
-        d = draw_step(step, p['batch_size'], (4, p['resolution'] // 8, p['resolution'] // 8), 1000, p['seed'])
+        d = draw_step(step, p['batch_size'], (4, p['resolution'] // 8, p['resolution'] // 8), 1000,
+                      p['seed'])
         images = torch.where(d['flips'][:, None, None, None], images.flip(-1), images)
         with torch.no_grad():
             latents = m.vae.encode(images).latent_dist.sample(torch.Generator().manual_seed(step)) * m.vae.config.scaling_factor
             embeds, _ = encode_ids(m, tokenize(m, [rows[i]['text'] for i in idx]))
-        loss = diffusion_loss(m.unet, m.scheduler, Batch(latents, d['noise'], d['timesteps'], embeds))
-        loss.backward(); torch.nn.utils.clip_grad_norm_(params, 1.0); opt.step(); opt.zero_grad(set_to_none=True)
+        loss = diffusion_loss(m.unet, m.scheduler,
+                              Batch(latents, d['noise'], d['timesteps'], embeds))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
         times.append(time.time() - t)
     return times
 
@@ -739,7 +836,8 @@ def _bench_one(kind, model, run, p, steps, threads, queue):
     if kind == 'baseline': times, cache_s = _baseline_run(model, run, p, steps), 0.0
     else:
         t = time.time()
-        train(run, model=model, steps=steps, validate_every=0, checkpoint_every=steps, mixed_precision='no', progress=False, overwrite=True, **p)
+        train(run, model=model, steps=steps, validate_every=0, checkpoint_every=steps,
+              mixed_precision='no', progress=False, overwrite=True, **p)
         secs = [r['seconds'] for r in read_jsonl(Path(run)/'lora'/'log.jsonl')]
         times, cache_s = list(np.diff([0] + secs)), time.time() - t - secs[-1]
     peak = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else _peak_rss_mb()
@@ -753,16 +851,23 @@ def bench_train(steps:int=4, # optimizer steps per measurement (the first is not
     import multiprocessing as mp
     ctx, results = mp.get_context('spawn'), {}
     with tempfile.TemporaryDirectory() as d:
-        setups = [('tiny-sd15, 64 px, batch 4', 'tiny-sd15', dict(resolution=64, batch_size=4, lr=1e-4, rank=4, seed=42, flip=True))]
-        if full: setups.append(('SD 1.5 architecture, 320 px, batch 1', str(_sd15_sized(Path(d)/'sd15-sized')),
-                                dict(resolution=320, batch_size=1, lr=1e-4, rank=4, seed=42, flip=True)))
+        setups = [('tiny-sd15, 64 px, batch 4', 'tiny-sd15',
+                   dict(resolution=64, batch_size=4, lr=1e-4, rank=4, seed=42, flip=True))]
+        if full:
+            setups.append(('SD 1.5 architecture, 320 px, batch 1',
+                           str(_sd15_sized(Path(d)/'sd15-sized')),
+                                dict(resolution=320, batch_size=1, lr=1e-4, rank=4, seed=42,
+                                     flip=True)))
         for label, model, p in setups:
             run = Path(d)/'run'; shutil.rmtree(run, ignore_errors=True)
             lfw_dataset(run/'dataset', n_train=16, n_val=2, size=p['resolution'])
             for kind in ('baseline', 'cached'):
-                q = ctx.Queue(); proc = ctx.Process(target=_bench_one, args=(kind, model, run, p, steps, threads, q)); proc.start()
+                q = ctx.Queue()
+                proc = ctx.Process(target=_bench_one, args=(kind, model, run, p, steps, threads, q))
+                proc.start()
                 results[label, kind] = q.get(); proc.join()
-            (b_sps, b_mem, _), (o_sps, o_mem, cache_s) = results[label, 'baseline'], results[label, 'cached']
+            (b_sps, b_mem, _), (o_sps, o_mem,
+                                cache_s) = results[label, 'baseline'], results[label, 'cached']
             print(f'{label}:\n  baseline (encode every step): {b_sps:7.3f} steps/s, peak {b_mem:8.0f} MB'
                   f'\n  this trainer (cached):        {o_sps:7.3f} steps/s, peak {o_mem:8.0f} MB   (loading + building the cache, once: {cache_s:.1f} s)'
                   f'\n  ratio: x{o_sps / b_sps:.2f} steps/s, x{o_mem / b_mem:.2f} peak memory')
