@@ -7,23 +7,15 @@ __all__ = ['COMMANDS', 'command_parser', 'usage', 'main', 'bench', 'readme']
 
 # %% ../nbs/cli.ipynb #01218928
 import argparse, dataclasses, importlib, importlib.util, inspect, os, sys
+from .core import parameters
 from pathlib import Path
-from fastcore.docments import docments
 
 # %% ../nbs/cli.ipynb #8fb92ca2
-def _parameters(func):
-    "The documented parameters of `func`; a `**options` annotated with a dataclass stands for that class's fields."
-    found = {}
-    for name, d in docments(func, full=True, returns=False).items():
-        if d.kind != inspect.Parameter.VAR_KEYWORD: found[name] = d
-        elif dataclasses.is_dataclass(d.anno): found |= docments(d.anno, full=True, returns=False)
-    return found
-
 def command_parser(func, prog:str,
                    positional=()): # parameters with defaults to take as optional positional arguments
     "An `argparse` parser for `func`, from its signature and docments."
     p = argparse.ArgumentParser(prog=prog, description=(func.__doc__ or '').strip())
-    for name, d in _parameters(func).items():
+    for name, d in parameters(func).items():
         # argparse formats help with %
         help, flag = (d.docment or '').replace('%', '%%'), '--' + name.replace('_', '-')
         kind = d.anno if d.anno in (int, float) else str

@@ -6,11 +6,12 @@
 __all__ = ['STAGES', 'atomic_write', 'dumps', 'write_json', 'read_json', 'append_jsonl', 'write_jsonl', 'read_jsonl',
            'repair_jsonl', 'params_hash', 'file_hash', 'write_manifest', 'check_manifest', 'shareable', 'record_config',
            'changed_settings', 'check_overwrite', 'JobLog', 'guard_settings', 'start_job', 'fingerprint', 'Stage',
-           'stage_arguments', 'stage_state', 'run_stage', 'stage_current', 'cpu_has_bf16', 'pick_device', 'pick_dtype']
+           'stage_arguments', 'stage_function', 'parameters', 'stage_state', 'run_stage', 'stage_current',
+           'cpu_has_bf16', 'pick_device', 'pick_dtype']
 
 # %% ../nbs/core.ipynb #26bad470
-import contextlib, hashlib, json, os, platform, shutil, time
-from dataclasses import dataclass, field
+import contextlib, hashlib, inspect, json, os, platform, shutil, time
+from dataclasses import dataclass, field, is_dataclass
 from fastcore.basics import chunked, noop, patch
 from tqdm.auto import tqdm
 from pathlib import Path
@@ -277,6 +278,22 @@ def stage_arguments(name:str, run_dir, options:dict=None):
     return {**{k: str(Path(run_dir)/v) for k, v in s.places.items()}, **s.defaults,
             **(options or {})}
 
+# %% ../nbs/core.ipynb #b7256360
+def stage_function(name:str):
+    "The function of stage `name` (importing its module, and torch with it)."
+    import importlib
+    module, func = STAGES[name].function.split(':')
+    return getattr(importlib.import_module(module), func)
+
+def parameters(func):
+    "The documented parameters of `func`; a `**options` annotated with a dataclass stands for that class's fields."
+    from fastcore.docments import docments
+    found = {}
+    for name, d in docments(func, full=True, returns=False).items():
+        if d.kind != inspect.Parameter.VAR_KEYWORD: found[name] = d
+        elif is_dataclass(d.anno): found |= docments(d.anno, full=True, returns=False)
+    return found
+
 # %% ../nbs/core.ipynb #e73e0a90
 def _paths(value):
     "The paths an option names: each string of it, without a `:WEIGHT` where the whole is no file."
@@ -296,10 +313,8 @@ def run_stage(name:str, # a stage of `STAGES`
               run_dir, # the run directory
               options:dict=None): # the stage function's other arguments
     "Run stage `name` on `run_dir` with `options`; record its arguments and inputs for `stage_current`."
-    import importlib
-    state, (module, func) = stage_state(name, run_dir, options), STAGES[name].function.split(':')
-    stage_function = getattr(importlib.import_module(module), func)
-    result = stage_function(**stage_arguments(name, run_dir, options))
+    state = stage_state(name, run_dir, options)
+    result = stage_function(name)(**stage_arguments(name, run_dir, options))
     write_json(Path(run_dir)/'.stages'/f'{name}.json',
                {**state, 'time': time.strftime('%Y-%m-%dT%H:%M:%S%z')})
     return result
