@@ -157,6 +157,10 @@ def check_lora(path, # a LoRA .safetensors file
     keys = [k for k in shapes if 'lora' in k.lower()]
     if not keys:
         raise ValueError(f'{path} is not a LoRA: it holds no LoRA weights ({len(shapes)} other tensors)')
+    with safe_open(str(path), 'pt') as f:  # a diverged run's LoRA makes black images with a valid record
+        broken = next((k for k in keys if not torch.isfinite(f.get_tensor(k)).all()), None)
+    if broken:
+        raise ValueError(f'{path} holds NaN or infinite weights ({broken}): use an earlier checkpoint')
     width = _lora_width(keys, shapes)
     if width is not None and width != cross_attention_dim:
         other = {768: 'SD 1.5', 2048: 'SDXL', 32: 'tiny-sd15',
@@ -355,7 +359,8 @@ def refine(self, image, # the image to refine: a path (recorded) or a PIL image
                                    **self.conditioning([prompt], negative)).images
     source = {'path': str(src.resolve()) if src else None,
               'sha256': params_hash(np.asarray(init).tobytes().hex(), 64)}
-    req = dict(kind='img2img', prompt=prompt, negative_prompt=negative, seed=seed, size=init.size[0], steps=steps,
+    req = dict(kind='img2img', prompt=prompt, negative_prompt=negative, seed=seed,
+               size=init.size[0], steps=steps,
                guidance=float(guidance), scheduler=scheduler, strength=float(strength), init_image=source)
     return self._finish(images, [req], out_dir, names)
 
@@ -418,14 +423,20 @@ def generate_images(prompts, model:str, seeds, loras=(), **kwargs):
 def _csv_prompts(csv_path):
     import pandas as pd
     if not Path(csv_path).exists(): raise FileNotFoundError(f'CSV file {csv_path} does not exist')
-    df = pd.read_csv(csv_path, dtype={'seed': 'Int64'})
+    df = pd.read_csv(csv_path)  # seeds as written: a bad one rejects its row, not the job
     col = next((c for c in ('prompt', 'caption', 'description') if c in df.columns), None)
     if col is None:
         raise ValueError(f'{csv_path} has no prompt, caption or description column (it has {list(df.columns)})')
-    seeds = [None if pd.isna(v) else int(v) for v in df['seed']] if 'seed' in df.columns else [None] * len(df)
+    seeds = [None if pd.isna(v) else v for v in df['seed']] if 'seed' in df.columns else [None] * len(df)
     return df[col].fillna('').astype(str).tolist(), seeds
 
 # %% ../nbs/04_generate.ipynb #4d19a1c6
+def _csv_seed(value):
+    "A CSV row's seed as an int, or None where it is no whole number from 0 to 2**32-1."
+    try: s = float(value)
+    except (TypeError, ValueError): return None
+    return int(s) if s.is_integer() and 0 <= s < 2**32 else None
+
 def _csv_job(prompts, seeds, rows, seed, template):
     "(row, prompt, seed) of each usable row of `rows`, and a rejection log line for each other one."
     jobs, rejected = [], {}
@@ -433,7 +444,11 @@ def _csv_job(prompts, seeds, rows, seed, template):
         try: p = (forensic_prompt(prompts[i]).prompt if template
                   else check_text(prompts[i], 'prompt'))
         except ValueError as e: rejected[i] = {'csv_row': i, 'rejected': str(e)}; continue
-        jobs.append((i, p, seed + i if seeds[i] is None else seeds[i]))
+        s = seed + i if seeds[i] is None else _csv_seed(seeds[i])
+        if s is None:
+            rejected[i] = {'csv_row': i,
+                           'rejected': f'seed {seeds[i]!r} must be a whole number from 0 to 2**32-1'}
+        else: jobs.append((i, p, s))
     return jobs, rejected
 
 def generate_csv(gen:FaceGenerator, # the loaded model
