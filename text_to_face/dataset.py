@@ -19,10 +19,12 @@ from .schema import clip_tokens
 # %% ../nbs/02_dataset.ipynb #f5d34ea8
 ATTRIBUTES = ('sex', 'race', 'age', 'age_band', 'hair', 'eyes', 'height', 'weight', 'marks')
 
+# %% ../nbs/02_dataset.ipynb #4e639d88
 def dataset_rows(run_dir):
-    "The image-caption rows of a run (faces with a training caption), and a count of the faces left out, by reason."
+    "The image-caption rows of a run, and a count of the faces left out, by reason."
     run = Path(run_dir)
-    if not (run/'captions.jsonl').exists(): raise FileNotFoundError(f'{run}/captions.jsonl not found: run `t2f caption {run}/faces` first')
+    if not (run/'captions.jsonl').exists(): raise FileNotFoundError(
+        f'{run}/captions.jsonl not found: run `t2f caption {run}/faces` first')
     faces = {r['file_name']: r for r in read_jsonl(run/'faces'/'metadata.jsonl')}
     rows, left_out = [], Counter()
     for c in read_jsonl(run/'captions.jsonl'):
@@ -31,44 +33,60 @@ def dataset_rows(run_dir):
         if not c['text']: left_out[f"no training caption ({c['reason']})"] += 1; continue
         age = age_of(meta)
         attrs = {k: str(meta.get(k) or '') for k in ATTRIBUTES if k not in ('age', 'age_band')}
-        rows.append({'file_name': c['file_name'], 'text': c['text'], 'caption': c['caption'], 'person_id': str(meta['person_id']),
-                     **attrs, 'age': age, 'age_band': age_band(age), 'caption_status': c['status'], 'source': meta.get('source', '')})
+        rows.append({'file_name': c['file_name'], 'text': c['text'], 'caption': c['caption'],
+                     'person_id': str(meta['person_id']), **attrs,
+                     'age': age, 'age_band': age_band(age),
+                     'caption_status': c['status'], 'source': meta.get('source', '')})
     return rows, dict(left_out)
 
 # %% ../nbs/02_dataset.ipynb #35f483c0
 STRATA = ('sex', 'race', 'age_band')
 
+# %% ../nbs/02_dataset.ipynb #58f986b7
 def split_people(rows:list, # dataset rows (dicts with person_id and the attributes)
                  val_fraction:float=0.1, # share of people in validation
                  seed:int=0): # changes the shuffle within groups
     "The set of person ids that go to validation, stratified by `STRATA`; deterministic."
-    if not 0 <= val_fraction < 1: raise ValueError(f'val_fraction must be in [0, 1), got {val_fraction}')
+    if not 0 <= val_fraction < 1: raise ValueError(
+        f'val_fraction must be in [0, 1), got {val_fraction}')
     group = {}
     for r in rows: group.setdefault(r['person_id'], tuple(str(r.get(k) or '') for k in STRATA))
     people = sorted(group, key=lambda p: (group[p], params_hash([seed, p])))
-    chosen = {p for i, p in enumerate(people) if int((i + 1) * val_fraction + 0.5) > int(i * val_fraction + 0.5)}
-    if not chosen and val_fraction > 0 and len(people) > 1: chosen = {people[len(people) // 2]}  # at least one
+    chosen = {p for i, p in enumerate(people)
+              if int((i + 1) * val_fraction + 0.5) > int(i * val_fraction + 0.5)}
+    # at least one
+    if not chosen and val_fraction > 0 and len(people) > 1: chosen = {people[len(people) // 2]}
     return chosen
 
 # %% ../nbs/02_dataset.ipynb #8aa7ddaa
-ATTRIBUTE_WORDS = ('man', 'woman', 'white', 'black', 'hispanic', 'asian', 'brown', 'blond', 'gray', 'red', 'blue', 'green', 'hazel',
-                   'bald', 'beard', 'moustache', 'mustache', 'stubble', 'goatee', 'glasses', 'earring', 'scar', 'tattoo', 'mole',
-                   'freckles', 'wrinkles', 'round', 'oval', 'square', 'long', 'narrow', 'thin', 'thick', 'curly', 'straight', 'smiling')
+ATTRIBUTE_WORDS = ('man', 'woman', 'white', 'black', 'hispanic', 'asian', 'brown', 'blond', 'gray',
+                   'red', 'blue', 'green', 'hazel', 'bald', 'beard', 'moustache', 'mustache',
+                   'stubble', 'goatee', 'glasses', 'earring', 'scar', 'tattoo', 'mole', 'freckles',
+                   'wrinkles', 'round', 'oval', 'square', 'long', 'narrow', 'thin', 'thick',
+                   'curly', 'straight', 'smiling')
 
+# %% ../nbs/02_dataset.ipynb #64ce1e3a
 def dataset_stats(splits:dict, # split name -> dataset rows
                   min_group:int=5): # groups with fewer people are reported as tiny
-    "Sizes, caption token lengths, attribute coverage, attribute vocabulary and tiny groups of `splits`."
+    "Sizes, caption lengths, attribute coverage and vocabulary, and tiny groups of `splits`."
     everyone = [r for rows in splits.values() for r in rows]
     stats = {'splits': {}, 'coverage': {}, 'tiny_groups': [], 'min_group': min_group}
     for name, rows in splits.items():
         lengths = pd.Series([clip_tokens(r['text']) for r in rows], dtype=float)
-        stats['splits'][name] = {'images': len(rows), 'people': len({r['person_id'] for r in rows}),
-                                 'text_tokens': {k: float(getattr(lengths, k)()) for k in ('min', 'median', 'max')} if len(rows) else {}}
+        stats['splits'][name] = {
+            'images': len(rows), 'people': len({r['person_id'] for r in rows}),
+            'text_tokens': ({k: float(getattr(lengths, k)()) for k in ('min', 'median', 'max')}
+                            if len(rows) else {})}
     for attr in STRATA:
         people = {r['person_id']: r[attr] or 'unknown' for r in everyone}
-        stats['coverage'][attr] = {name: dict(sorted(Counter(people[p] for p in {r['person_id'] for r in rows}).items())) for name, rows in splits.items()}
-        stats['tiny_groups'] += [f'{attr}={v}: {n} people' for v, n in sorted(Counter(people.values()).items()) if v != 'unknown' and n < min_group]
-    words = Counter(w for r in everyone for w in re.findall(r'[a-z]+', r['text'].lower()) if w in ATTRIBUTE_WORDS)
+        stats['coverage'][attr] = {
+            name: dict(sorted(Counter(people[p] for p in {r['person_id'] for r in rows}).items()))
+            for name, rows in splits.items()}
+        stats['tiny_groups'] += [
+            f'{attr}={v}: {n} people' for v, n in sorted(Counter(people.values()).items())
+            if v != 'unknown' and n < min_group]
+    words = Counter(w for r in everyone for w in re.findall(r'[a-z]+', r['text'].lower())
+                    if w in ATTRIBUTE_WORDS)
     stats['attribute_words'] = dict(words.most_common())
     return stats
 
@@ -79,12 +97,13 @@ def _link_or_copy(src, dst):
     except OSError: shutil.copy2(src, dst); return 'copied'
 
 def write_split(folder, rows, faces_dir):
-    "Write `rows` as an imagefolder split: images under their file names, and metadata.jsonl; count links and copies."
+    "Write `rows` as an imagefolder split (images and metadata.jsonl); count links and copies."
     folder = Path(folder); how = Counter()
     for r in rows: how[_link_or_copy(Path(faces_dir)/r['file_name'], folder/r['file_name'])] += 1
     write_jsonl(folder/'metadata.jsonl', rows)
     return dict(how)
 
+# %% ../nbs/02_dataset.ipynb #a377a383
 def _swap_in(work, final):
     "Replace the folder `final` by `work` (an old `final` is removed only once `work` is in place)."
     old = final.with_name(f'.{final.name}.old.{os.getpid()}')
@@ -98,18 +117,24 @@ def build_dataset(run_dir:str, # run directory with faces/ and captions.jsonl
                   seed:int=0, # seed of the split within each group
                   min_group:int=5, # warn about sex, ethnicity or age groups with fewer people
                   progress:bool=True): # show a progress bar
-    "Write RUN/dataset/{train,val} in imagefolder layout, split by person and stratified by attributes, and stats.json."
+    "Write RUN/dataset/{train,val} (imagefolder, split by person, stratified) and stats.json."
     run = Path(run_dir)
     rows, left_out = dataset_rows(run)
-    if not rows: raise ValueError(f'{run}/captions.jsonl has no usable training caption ({left_out})')
+    if not rows: raise ValueError(
+        f'{run}/captions.jsonl has no usable training caption ({left_out})')
     val = split_people(rows, val_fraction, seed)
-    splits = {'train': [r for r in rows if r['person_id'] not in val], 'val': [r for r in rows if r['person_id'] in val]}
+    splits = {'train': [r for r in rows if r['person_id'] not in val],
+              'val': [r for r in rows if r['person_id'] in val]}
     work = run/f'.dataset.tmp.{os.getpid()}'
     shutil.rmtree(work, ignore_errors=True)
-    files = {name: write_split(work/name, split, run/'faces') for name, split in tqdm(splits.items(), disable=not progress, desc='splits')}
-    stats = {**dataset_stats(splits, min_group), 'left_out': left_out, 'files': files, 'val_fraction': val_fraction, 'seed': seed}
+    files = {name: write_split(work/name, split, run/'faces')
+             for name, split in tqdm(splits.items(), disable=not progress, desc='splits')}
+    stats = {**dataset_stats(splits, min_group), 'left_out': left_out, 'files': files,
+             'val_fraction': val_fraction, 'seed': seed}
     write_json(work/'stats.json', stats)
     _swap_in(work, run/'dataset')
-    if stats['tiny_groups']: warnings.warn(f"tiny groups (under {min_group} people): {'; '.join(stats['tiny_groups'])}")
-    record_config(run, 'dataset', {'val_fraction': val_fraction, 'seed': seed, 'min_group': min_group})
+    if stats['tiny_groups']: warnings.warn(
+        f"tiny groups (under {min_group} people): {'; '.join(stats['tiny_groups'])}")
+    record_config(run, 'dataset',
+                  {'val_fraction': val_fraction, 'seed': seed, 'min_group': min_group})
     return stats

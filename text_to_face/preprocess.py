@@ -18,7 +18,8 @@ from pathlib import Path
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from .core import *
 import face_recognition  # loads dlib's models once, before worker processes fork
-ImageFile.LOAD_TRUNCATED_IMAGES = False  # importing face_recognition turns it on for the whole process
+# importing face_recognition turns it on for the whole process
+ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 # %% ../nbs/00_preprocess.ipynb #3dfd4e4b
 class Rejected(Exception):
@@ -35,11 +36,13 @@ def strict_decoding():
     try: yield
     finally: ImageFile.LOAD_TRUNCATED_IMAGES = old
 
+# %% ../nbs/00_preprocess.ipynb #a953392c
 def _open_checked(path, max_pixels):
     if os.path.getsize(path) == 0: raise Rejected('empty file')
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter('ignore', Image.DecompressionBombWarning)  # we apply our own limit below
+            # we apply our own limit below
+            warnings.simplefilter('ignore', Image.DecompressionBombWarning)
             img = Image.open(path)
     except UnidentifiedImageError: raise Rejected('not an image', 'no image format recognised')
     except Image.DecompressionBombError as e: raise Rejected('decompression bomb', str(e)[:80])
@@ -49,7 +52,8 @@ def _open_checked(path, max_pixels):
         with strict_decoding(), warnings.catch_warnings():
             warnings.simplefilter('error', Image.DecompressionBombWarning)
             img.load()
-    except (OSError, SyntaxError, ValueError) as e: raise Rejected('truncated or corrupt', str(e)[:80])
+    except (OSError, SyntaxError, ValueError) as e:
+        raise Rejected('truncated or corrupt', str(e)[:80])
     return img
 
 # %% ../nbs/00_preprocess.ipynb #33a2dbf0
@@ -57,13 +61,16 @@ def _to_rgb(img):
     if img.mode in ('I;16', 'I;16B', 'I;16L', 'I'):
         a = np.asarray(img, dtype=np.float64)
         img = Image.fromarray((a * (255 / 65535)).round().clip(0, 255).astype(np.uint8))
-    elif img.mode == 'F': img = Image.fromarray((np.asarray(img) * 255).round().clip(0, 255).astype(np.uint8))
+    elif img.mode == 'F':
+        img = Image.fromarray((np.asarray(img) * 255).round().clip(0, 255).astype(np.uint8))
     if img.mode == 'P': img = img.convert('RGBA')
     if img.mode in ('LA', 'RGBA', 'La', 'RGBa', 'PA'):
         img = img.convert('RGBA')
-        return Image.alpha_composite(Image.new('RGBA', img.size, (255, 255, 255, 255)), img).convert('RGB')
+        white = Image.new('RGBA', img.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, img).convert('RGB')
     return img.convert('RGB')
 
+# %% ../nbs/00_preprocess.ipynb #94399142
 def load_image(path, # image file of any format Pillow reads
                max_pixels:int=50_000_000): # larger images are rejected as decompression bombs
     "Decode `path` to an upright 8-bit RGB image, or raise `Rejected` with the reason."
@@ -75,8 +82,8 @@ def load_image(path, # image file of any format Pillow reads
 # %% ../nbs/00_preprocess.ipynb #550a0e1e
 def find_faces(rgb, # HxWx3 uint8 array
                model:str='hog', # 'hog' or 'cnn'
-               upsample='auto', # times to double the image first; 'auto': once if its shorter side is under 400 px
-               min_score:float=0.5): # detections scoring lower are ignored (HOG: SVM margin; CNN: confidence)
+               upsample='auto', # times to double the image first; 'auto': once if side < 400 px
+               min_score:float=0.5): # lower scores are ignored (HOG: SVM margin; CNN: confidence)
     "Face boxes as (top, right, bottom, left) tuples with scores above `min_score`, largest first."
     api = face_recognition.api
     if upsample == 'auto': upsample = int(min(rgb.shape[:2]) < 400)
@@ -93,11 +100,13 @@ def find_faces(rgb, # HxWx3 uint8 array
 # %% ../nbs/00_preprocess.ipynb #a39ad85d
 MULTI_FACE_POLICIES = ('largest', 'central', 'reject')
 
+# %% ../nbs/00_preprocess.ipynb #604e54e1
 def choose_face(boxes, # face boxes from `find_faces`, largest first
                 shape, # (height, width) of the image
                 policy:str='largest'): # one of `MULTI_FACE_POLICIES`
     "The box to keep under `policy`, or raise `Rejected`."
-    if policy not in MULTI_FACE_POLICIES: raise ValueError(f'unknown policy {policy!r}; choose one of {MULTI_FACE_POLICIES}')
+    if policy not in MULTI_FACE_POLICIES: raise ValueError(
+        f'unknown policy {policy!r}; choose one of {MULTI_FACE_POLICIES}')
     if not boxes: raise Rejected('no face')
     if len(boxes) == 1 or policy == 'largest': return boxes[0]
     if policy == 'reject': raise Rejected('several faces', f'{len(boxes)} faces')
@@ -109,8 +118,10 @@ def face_landmarks(rgb, box):
     "Eye centres and nose tip of the face in `box`, as a dict of (x, y) arrays."
     lm = face_recognition.face_landmarks(rgb, [box], model='small')[0]
     eyes = sorted([np.mean(lm['left_eye'], 0), np.mean(lm['right_eye'], 0)], key=lambda p: p[0])
-    return {'left_eye': eyes[0], 'right_eye': eyes[1], 'nose': np.array(lm['nose_tip'][0], dtype=float)}
+    return {'left_eye': eyes[0], 'right_eye': eyes[1],
+            'nose': np.array(lm['nose_tip'][0], dtype=float)}
 
+# %% ../nbs/00_preprocess.ipynb #7c1fba20
 def eye_angle(lm):
     "Angle of the eye line in degrees; 0 is level."
     dx, dy = lm['right_eye'] - lm['left_eye']
@@ -118,7 +129,7 @@ def eye_angle(lm):
 
 # %% ../nbs/00_preprocess.ipynb #bd9253b2
 def crop_geometry(lm, margin:float=0.0):
-    "Centre, unit x and y axes, and half-width (source pixels) of the FFHQ-style crop for landmarks `lm`."
+    "Centre, unit x and y axes, and half-width (source pixels) of the FFHQ-style crop of `lm`."
     eye_mid = (lm['left_eye'] + lm['right_eye']) / 2
     eye_to_eye = lm['right_eye'] - lm['left_eye']
     x = eye_to_eye / np.linalg.norm(eye_to_eye)
@@ -129,12 +140,16 @@ def crop_geometry(lm, margin:float=0.0):
 
 # %% ../nbs/00_preprocess.ipynb #eb5ee0d2
 def _pad_to_fit(img, centre, half):
-    "Pad `img` by repeating its edge pixels so the crop of `half` around `centre` lies inside; the shifted centre."
-    reach = int(np.ceil(half * math.sqrt(2))) + 2  # the crop's corners are at most this far from its centre
-    pad = max(0, reach - int(min(centre[0], centre[1], img.width - 1 - centre[0], img.height - 1 - centre[1])))
+    "Pad `img` with its edge pixels so the crop of `half` around `centre` fits; the shifted centre."
+    # the crop's corners are at most this far from its centre
+    reach = int(np.ceil(half * math.sqrt(2))) + 2
+    pad = max(0, reach - int(min(centre[0], centre[1],
+                                 img.width - 1 - centre[0], img.height - 1 - centre[1])))
     if not pad: return img, centre
-    return Image.fromarray(np.pad(np.asarray(img), ((pad, pad), (pad, pad), (0, 0)), mode='edge')), centre + pad
+    padded = np.pad(np.asarray(img), ((pad, pad), (pad, pad), (0, 0)), mode='edge')
+    return Image.fromarray(padded), centre + pad
 
+# %% ../nbs/00_preprocess.ipynb #d1471059
 def align_face(img, # PIL RGB image
                lm, # landmarks from `face_landmarks`
                size:int=320, # side of the square crop in pixels
@@ -142,12 +157,15 @@ def align_face(img, # PIL RGB image
     "The square, eye-level, FFHQ-framed crop of the face with landmarks `lm`."
     centre, x, y, half = crop_geometry(lm, margin)
     shrink = max(1, int(2 * half / size))
-    if shrink > 1: img, centre, half = img.reduce(shrink), (centre + 0.5) / shrink - 0.5, half / shrink
+    if shrink > 1:
+        img, centre, half = img.reduce(shrink), (centre + 0.5) / shrink - 0.5, half / shrink
     img, centre = _pad_to_fit(img, centre, half)
-    across, down = x * 2 * half / size, y * 2 * half / size  # source step per output column, per output row
+    # source step per output column, per output row
+    across, down = x * 2 * half / size, y * 2 * half / size
     origin = centre - (across + down) * (size - 1) / 2  # source position of output pixel (0, 0)
     offset = origin + 0.5 - (across + down) / 2  # Pillow measures from pixel corners, not centres
-    return img.transform((size, size), Image.Transform.AFFINE, (across[0], down[0], offset[0], across[1], down[1], offset[1]),
+    return img.transform((size, size), Image.Transform.AFFINE,
+                         (across[0], down[0], offset[0], across[1], down[1], offset[1]),
                          resample=Image.Resampling.BILINEAR)
 
 # %% ../nbs/00_preprocess.ipynb #99fb596f
@@ -157,8 +175,10 @@ def face_quality(crop, # the aligned PIL crop
     from skimage.filters import laplace
     gray = np.asarray(crop.convert('L').resize((128, 128), Image.BILINEAR), dtype=np.float64) / 255
     centre = gray[32:96, 32:96]
-    return {'face_px': int(box[2] - box[0]), 'sharpness': round(float(laplace(gray).var() * 1000), 3),
-            'brightness': round(float(centre.mean()), 3), 'clipped': round(float(((centre < 0.02) | (centre > 0.98)).mean()), 3)}
+    return {'face_px': int(box[2] - box[0]),
+            'sharpness': round(float(laplace(gray).var() * 1000), 3),
+            'brightness': round(float(centre.mean()), 3),
+            'clipped': round(float(((centre < 0.02) | (centre > 0.98)).mean()), 3)}
 
 # %% ../nbs/00_preprocess.ipynb #d6011d74
 from dataclasses import dataclass, asdict
@@ -172,13 +192,19 @@ class QualityThresholds:
     max_brightness:float=0.9 # brightest acceptable mean gray level of the face
     max_clipped:float=0.25 # largest fraction of black or white face pixels
 
+# %% ../nbs/00_preprocess.ipynb #ea872bf6
 def check_quality(q, t:QualityThresholds=QualityThresholds()):
     "Raise `Rejected` if the measures `q` fail a threshold of `t`."
-    if q['face_px'] < t.min_face_px: raise Rejected('face too small', f"{q['face_px']} px < {t.min_face_px}")
-    if q['sharpness'] < t.min_sharpness: raise Rejected('blurry', f"sharpness {q['sharpness']} < {t.min_sharpness}")
-    if q['brightness'] < t.min_brightness: raise Rejected('underexposed', f"brightness {q['brightness']} < {t.min_brightness}")
-    if q['brightness'] > t.max_brightness: raise Rejected('overexposed', f"brightness {q['brightness']} > {t.max_brightness}")
-    if q['clipped'] > t.max_clipped: raise Rejected('clipped', f"{q['clipped']:.0%} of the face is black or white")
+    if q['face_px'] < t.min_face_px: raise Rejected(
+        'face too small', f"{q['face_px']} px < {t.min_face_px}")
+    if q['sharpness'] < t.min_sharpness: raise Rejected(
+        'blurry', f"sharpness {q['sharpness']} < {t.min_sharpness}")
+    if q['brightness'] < t.min_brightness: raise Rejected(
+        'underexposed', f"brightness {q['brightness']} < {t.min_brightness}")
+    if q['brightness'] > t.max_brightness: raise Rejected(
+        'overexposed', f"brightness {q['brightness']} > {t.max_brightness}")
+    if q['clipped'] > t.max_clipped: raise Rejected(
+        'clipped', f"{q['clipped']:.0%} of the face is black or white")
 
 # %% ../nbs/00_preprocess.ipynb #8dd5dc87
 def face_hash(crop):
@@ -186,16 +212,18 @@ def face_hash(crop):
     g = np.asarray(crop.convert('L').resize((17, 16), Image.LANCZOS), dtype=np.int16)
     return np.packbits(g[:, 1:] > g[:, :-1]).tobytes().hex()
 
+# %% ../nbs/00_preprocess.ipynb #b3df91d4
 def hash_distance(a, b):
     "Number of differing bits between two `face_hash` values."
-    return int(np.bitwise_count(np.frombuffer(bytes.fromhex(a), np.uint8) ^ np.frombuffer(bytes.fromhex(b), np.uint8)).sum())
+    return int(np.bitwise_count(np.frombuffer(bytes.fromhex(a), np.uint8)
+                                ^ np.frombuffer(bytes.fromhex(b), np.uint8)).sum())
 
 # %% ../nbs/00_preprocess.ipynb #cca1f13a
 def _rank(row): return (-row['quality']['face_px'], -row['quality']['sharpness'], row['file_name'])
 
 def find_duplicates(rows, # kept faces, each with `file_name`, `hash` and `quality`
                     max_bits:int=40): # hashes this close are the same photo
-    "Map the `file_name` of every near-duplicate to the `file_name` of the better face it duplicates."
+    "Map the `file_name` of every near-duplicate to that of the better face it duplicates."
     rows = sorted(rows, key=_rank)
     kept, names, dups = np.zeros((len(rows), 4), np.uint64), [], {}
     for row in rows:
@@ -210,40 +238,50 @@ def find_duplicates(rows, # kept faces, each with `file_name`, `hash` and `quali
 # %% ../nbs/00_preprocess.ipynb #6c48cb37
 def face_descriptor(rgb, box):
     "dlib's 128-d face descriptor of the face in `box`, as a list of floats."
-    return [round(float(v), 6) for v in face_recognition.face_encodings(rgb, [box], model='small')[0]]
+    return [round(float(v), 6)
+            for v in face_recognition.face_encodings(rgb, [box], model='small')[0]]
 
+# %% ../nbs/00_preprocess.ipynb #797905cc
 def cluster_identities(descriptors:dict, # file name -> 128-d descriptor
                        threshold:float=0.5): # largest descriptor distance within one person
-    "Map each file name to a person id `face-NNNN`, numbered in order of first appearance by file name."
+    "Map each file name to a person id `face-NNNN`, numbered in order of file name."
     import dlib
     names = sorted(descriptors)
     if not names: return {}
-    labels = dlib.chinese_whispers_clustering([dlib.vector(descriptors[n]) for n in names], threshold)
+    labels = dlib.chinese_whispers_clustering([dlib.vector(descriptors[n]) for n in names],
+                                              threshold)
     ids = {}
     for lab in labels: ids.setdefault(lab, f'face-{len(ids) + 1:04d}')
     return {n: ids[lab] for n, lab in zip(names, labels)}
 
 # %% ../nbs/00_preprocess.ipynb #9bbc298e
-PRIVATE_COLUMNS = ('name', 'full_name', 'first_name', 'last_name', 'surname', 'given_name', 'middle_name')
+PRIVATE_COLUMNS = ('name', 'full_name', 'first_name', 'last_name', 'surname', 'given_name',
+                   'middle_name')
 KEY_COLUMNS = ('file_name', 'filename', 'file', 'image', 'path', 'person_id', 'id')
 
+# %% ../nbs/00_preprocess.ipynb #b16937e3
 def _read_table(path, sep=None):
-    return pd.read_csv(path, sep=sep, engine='python', dtype=str, keep_default_na=False, encoding='utf-8-sig').map(str.strip)
+    return pd.read_csv(path, sep=sep, engine='python', dtype=str,
+                       keep_default_na=False, encoding='utf-8-sig').map(str.strip)
 
 def read_metadata(path, # a CSV file, or an Illinois DOC folder (or its person.csv)
-                  key:str=None, # column that names the photo or person; default: the first of `KEY_COLUMNS` present
+                  key:str=None, # column naming the photo or person; default: first of `KEY_COLUMNS`
                   rename:dict=None): # column renames, e.g. {'inmate_no': 'person_id'}
     "A metadata table indexed by its key column, names of people removed."
     path = Path(path)
-    if (path/'person.csv').exists() or (path.name == 'person.csv' and (path.parent/'marks.csv').exists()):
+    if ((path/'person.csv').exists()
+            or (path.name == 'person.csv' and (path.parent/'marks.csv').exists())):
         return read_illinois(path if path.is_dir() else path.parent)
     df = _read_table(path).rename(columns=rename or {})
     key = key or next((c for c in KEY_COLUMNS if c in df.columns), None)
-    if key not in df.columns: raise ValueError(f'{path}: no key column {key or KEY_COLUMNS}; columns are {list(df.columns)}')
-    return df.drop(columns=[c for c in df.columns if c.lower() in PRIVATE_COLUMNS]).set_index(key, drop=False)
+    if key not in df.columns: raise ValueError(
+        f'{path}: no key column {key or KEY_COLUMNS}; columns are {list(df.columns)}')
+    return (df.drop(columns=[c for c in df.columns if c.lower() in PRIVATE_COLUMNS])
+            .set_index(key, drop=False))
 
 # %% ../nbs/00_preprocess.ipynb #bd29eb08
-ILLINOIS_COLUMNS = ['person_id', 'sex', 'race', 'date_of_birth', 'hair', 'eyes', 'height', 'weight', 'admission_date', 'marks']
+ILLINOIS_COLUMNS = ['person_id', 'sex', 'race', 'date_of_birth', 'hair', 'eyes', 'height', 'weight',
+                    'admission_date', 'marks']
 
 def read_illinois(folder):
     "The Illinois DOC `person.csv` and `marks.csv` as one table indexed by person id."
@@ -252,11 +290,12 @@ def read_illinois(folder):
     if (folder/'marks.csv').exists():
         marks = _read_table(folder/'marks.csv', sep=';').groupby('id')['mark'].agg('; '.join)
         people['marks'] = people['person_id'].map(marks).fillna('')
-    return people[[c for c in ILLINOIS_COLUMNS if c in people.columns]].set_index('person_id', drop=False)
+    return (people[[c for c in ILLINOIS_COLUMNS if c in people.columns]]
+            .set_index('person_id', drop=False))
 
 # %% ../nbs/00_preprocess.ipynb #aaa85f0d
 def metadata_for(source:str, tables):
-    "The merged metadata of the photo at relative path `source`, and how many values the tables disagreed on."
+    "The merged metadata of the photo at relative path `source`, and how many values disagreed."
     p, merged, conflicts = Path(source), {}, 0
     for table in tables:
         key = next((k for k in (str(p), p.name, p.stem) if k in table.index), None)
@@ -280,57 +319,71 @@ class FaceSettings:
     min_score:float=0.5 # lowest detection score kept
     multi_face:str='largest' # policy for photos with several faces
     quality:QualityThresholds=QualityThresholds()
-    def __post_init__(self):  # settings that can never work stop the run before the first photo, not as 68,000 errors
+    # settings that can never work stop the run before the first photo, not as 68,000 errors
+    def __post_init__(self):
         if self.size < 16: raise ValueError(f'size must be at least 16 pixels, got {self.size}')
         if self.margin < 0: raise ValueError(f'margin must be 0 or more, got {self.margin}')
-        if self.detector not in ('hog', 'cnn'): raise ValueError(f"detector must be 'hog' or 'cnn', got {self.detector!r}")
-        if self.upsample not in ('auto', '0', '1', '2'): raise ValueError(f"upsample must be 'auto', '0', '1' or '2', got {self.upsample!r}")
+        if self.detector not in ('hog', 'cnn'): raise ValueError(
+            f"detector must be 'hog' or 'cnn', got {self.detector!r}")
+        if self.upsample not in ('auto', '0', '1', '2'): raise ValueError(
+            f"upsample must be 'auto', '0', '1' or '2', got {self.upsample!r}")
         if self.multi_face not in MULTI_FACE_POLICIES:
-            raise ValueError(f'multi_face must be one of {MULTI_FACE_POLICIES}, got {self.multi_face!r}')
+            raise ValueError(
+                f'multi_face must be one of {MULTI_FACE_POLICIES}, got {self.multi_face!r}')
 
 # %% ../nbs/00_preprocess.ipynb #08ab6728
 def process_photo(src, # the photo
                   out_path, # where its crop goes
                   s:FaceSettings=FaceSettings(),
-                  descriptor:bool=False): # also compute the face descriptor (for identity clustering)
+                  descriptor:bool=False): # also compute the face descriptor (for identities)
     "Decode, detect, align, check and save one photo; the row that records what happened."
     t, row, clock = {}, {}, time.perf_counter()
     def lap(step):
         nonlocal clock; now = time.perf_counter(); t[step] = round(now - clock, 5); clock = now
     try:
         img = load_image(src); rgb = np.asarray(img); lap('decode')
-        boxes = find_faces(rgb, s.detector, s.upsample if s.upsample == 'auto' else int(s.upsample), s.min_score)
+        boxes = find_faces(rgb, s.detector, s.upsample if s.upsample == 'auto' else int(s.upsample),
+                           s.min_score)
         box = choose_face(boxes, rgb.shape, s.multi_face); lap('detect')
         lm = face_landmarks(rgb, box); crop = align_face(img, lm, s.size, s.margin); lap('align')
         q = face_quality(crop, box); check_quality(q, s.quality); lap('quality')
         with atomic_write(out_path, 'wb') as f: crop.save(f, 'PNG', compress_level=4)
         lap('write')
-        row = dict(status='kept', box=list(box), n_faces=len(boxes), eye_angle=round(eye_angle(lm), 2), quality=q,
-                   landmarks={k: v.round(1).tolist() for k, v in lm.items()}, hash=face_hash(crop))
+        row = dict(status='kept', box=list(box), n_faces=len(boxes),
+                   eye_angle=round(eye_angle(lm), 2), quality=q,
+                   landmarks={k: v.round(1).tolist() for k, v in lm.items()},
+                   hash=face_hash(crop))
         if descriptor: row['descriptor'] = face_descriptor(rgb, box); lap('descriptor')
     except Rejected as e: row = dict(status='rejected', reason=e.reason, detail=e.detail)
-    except Exception as e: row = dict(status='rejected', reason='error', detail=f'{type(e).__name__}: {e}'[:200])
+    except Exception as e:
+        row = dict(status='rejected', reason='error', detail=f'{type(e).__name__}: {e}'[:200])
     return {**row, 'timing': t}
 
 # %% ../nbs/00_preprocess.ipynb #ef31938b
-PHOTO_SUFFIXES = {'.jpg', '.jpeg', '.jfif', '.png', '.bmp', '.gif', '.tif', '.tiff', '.webp', '.pgm', '.ppm'}
+PHOTO_SUFFIXES = {'.jpg', '.jpeg', '.jfif', '.png', '.bmp', '.gif', '.tif', '.tiff', '.webp',
+                  '.pgm', '.ppm'}
 
+# %% ../nbs/00_preprocess.ipynb #b6c18551
 def list_photos(input_dir, exclude=None):
-    "Relative paths of the files under `input_dir` with a photo suffix, sorted; hidden files and `exclude` skipped."
+    "Relative paths of the photos under `input_dir`, sorted; hidden files and `exclude` skipped."
     root, exclude = Path(input_dir), Path(exclude).resolve() if exclude else None
     found = (p for p in root.rglob('*') if p.suffix.lower() in PHOTO_SUFFIXES and p.is_file())
-    return sorted(str(p.relative_to(root)) for p in found if not any(part.startswith('.') for part in p.relative_to(root).parts)
+    return sorted(str(p.relative_to(root)) for p in found
+                  if not any(part.startswith('.') for part in p.relative_to(root).parts)
                   and not (exclude and exclude in p.resolve().parents))
 
+# %% ../nbs/00_preprocess.ipynb #767a6075
 def crop_names(sources, # relative paths of the photos
                named:dict=None): # {source: crop name} fixed already, by the log of an earlier run
-    "A unique crop name per source: its path with a `.png` suffix, else with `_<suffix>.png`, else numbered."
+    "A unique crop name per source: its path with `.png`, else with `_<suffix>.png`, else numbered."
     names = {s: n for s, n in (named or {}).items() if n}
     plain = Counter(str(Path(s).with_suffix('.png')) for s in sources if s not in names)
-    names |= {s: n for s in sources if s not in names and plain[n := str(Path(s).with_suffix('.png'))] == 1
+    names |= {s: n for s in sources
+              if s not in names and plain[n := str(Path(s).with_suffix('.png'))] == 1
               and n not in names.values()}
     used = set(names.values())
-    for s in sorted(s for s in sources if s not in names):  # sorted: the same names in any listing order
+    # sorted: the same names in any listing order
+    for s in sorted(s for s in sources if s not in names):
         base = str(Path(s).with_name(f'{Path(s).stem}_{Path(s).suffix[1:]}'))
         k, n = 1, f'{base}.png'
         while n in used: k += 1; n = f'{base}-{k}.png'
@@ -339,16 +392,17 @@ def crop_names(sources, # relative paths of the photos
 
 # %% ../nbs/00_preprocess.ipynb #5c86830f
 def _work(job):
-    "Process one (input folder, source, output folder, crop name, settings, descriptor?) job; the row names its source."
+    "Process one (input folder, source, output folder, crop name, settings, descriptor?) job."
     root, source, out, name, s, descriptor = job
     row = process_photo(Path(root)/source, Path(out)/name, s, descriptor)
     return {'source': source, **({'file_name': name} if row['status'] == 'kept' else {}), **row}
 
+# %% ../nbs/00_preprocess.ipynb #9f9aadc8
 def _map_photos(jobs, workers):
     "Run `_work` over `jobs`, in this process for one worker, else in a pool of forked processes."
     if workers == 1: yield from map(_work, jobs); return
-    with multiprocessing.get_context('fork').Pool(workers) as pool: yield from pool.imap_unordered(_work, jobs)
-
+    with multiprocessing.get_context('fork').Pool(workers) as pool:
+        yield from pool.imap_unordered(_work, jobs)
 
 # %% ../nbs/00_preprocess.ipynb #3ece85dd
 def _person_ids(kept, metas, threshold):
@@ -356,26 +410,32 @@ def _person_ids(kept, metas, threshold):
     clusters = cluster_identities({r['file_name']: r['descriptor'] for r, m in zip(kept, metas)
                                    if 'person_id' not in m and r.get('descriptor')}, threshold)
     return {r['file_name']: (m['person_id'], 'metadata') if 'person_id' in m else
-            (clusters[r['file_name']], 'descriptor') if r['file_name'] in clusters else (f"photo-{r['file_name']}", 'photo')
+            (clusters[r['file_name']], 'descriptor') if r['file_name'] in clusters else
+            (f"photo-{r['file_name']}", 'photo')
             for r, m in zip(kept, metas)}
 
+# %% ../nbs/00_preprocess.ipynb #cea624ba
 def _publish(out, rows, tables, dup_bits, identity_threshold):
-    "Write metadata.jsonl and rejects.csv from the processed rows; return (published rows, reject rows, conflicts)."
+    "Write metadata.jsonl and rejects.csv from the rows; (published rows, reject rows, conflicts)."
     kept = [r for r in rows if r['status'] == 'kept']
     dups = find_duplicates(kept, dup_bits)
     for name in dups: (out/name).unlink(missing_ok=True)
     kept = [r for r in kept if r['file_name'] not in dups]
-    rejects = [{'source': r['source'], 'reason': r['reason'], 'detail': r['detail']} for r in rows if r['status'] == 'rejected']
-    rejects += [{'source': r['source'], 'reason': 'near-duplicate', 'detail': f'of {dups[r["file_name"]]}'}
+    rejects = [{'source': r['source'], 'reason': r['reason'], 'detail': r['detail']}
+               for r in rows if r['status'] == 'rejected']
+    rejects += [{'source': r['source'], 'reason': 'near-duplicate',
+                 'detail': f'of {dups[r["file_name"]]}'}
                 for r in rows if r.get('file_name') in dups]
     metas = [metadata_for(r['source'], tables) for r in kept]
     ids = _person_ids(kept, [m for m, _ in metas], identity_threshold)
     fields = ('file_name', 'source', 'box', 'landmarks', 'n_faces', 'eye_angle', 'quality')
-    published = [{**m, **{k: r[k] for k in fields}, 'person_id': ids[r['file_name']][0], 'person_id_from': ids[r['file_name']][1]}
+    published = [{**m, **{k: r[k] for k in fields},
+                  'person_id': ids[r['file_name']][0], 'person_id_from': ids[r['file_name']][1]}
                  for r, (m, _) in zip(kept, metas)]
     write_jsonl(out/'metadata.jsonl', published)
     with atomic_write(out/'rejects.csv', newline='') as f:
-        w = csv.DictWriter(f, ['source', 'reason', 'detail']); w.writeheader(); w.writerows(sorted(rejects, key=lambda r: r['source']))
+        w = csv.DictWriter(f, ['source', 'reason', 'detail']); w.writeheader()
+        w.writerows(sorted(rejects, key=lambda r: r['source']))
     return published, rejects, sum(c for _, c in metas)
 
 # %% ../nbs/00_preprocess.ipynb #e9304e8d
@@ -383,40 +443,45 @@ def _summary(rows, kept, rejects, conflicts, wall, s, extra):
     steps = ['decode', 'detect', 'align', 'quality', 'write', 'descriptor']
     busy = {k: round(sum(r['timing'].get(k, 0) for r in rows), 3) for k in steps}
     reasons = pd.Series([r['reason'] for r in rejects], dtype=str).value_counts().sort_index()
-    return {'sources': len(rows), 'kept': len(kept), 'rejected': int(len(rejects)), 'reasons': reasons.to_dict(),
-            'persons': len({r['person_id'] for r in kept}),
+    return {'sources': len(rows), 'kept': len(kept), 'rejected': int(len(rejects)),
+            'reasons': reasons.to_dict(), 'persons': len({r['person_id'] for r in kept}),
             'metadata_conflicts': conflicts, 'settings': asdict(s), **extra,
             'timing': {'seconds_per_step': busy, 'wall_seconds': round(wall, 2)}}
 
 # %% ../nbs/00_preprocess.ipynb #c2c28052
 def preprocess(input_dir:str, # folder tree of raw photos
                output_dir:str, # where crops, metadata.jsonl, rejects.csv and summary.json go
-               size:int=320, # side of the square crops (320 like the original training data; 512 SD 1.5, 1024 SDXL)
-               margin:float=0.0, # extra room around the face beyond the FFHQ framing (0.2 = 20% more)
+               size:int=320, # side of the square crops (320 like the data; 512 SD 1.5, 1024 SDXL)
+               margin:float=0.0, # extra room around the face beyond FFHQ framing (0.2 = 20% more)
                detector:str='hog', # 'hog' (fast) or 'cnn' (accurate, slow without a GPU)
-               multi_face:str='largest', # photos with several faces: 'largest', 'central' or 'reject'
+               multi_face:str='largest', # several faces: 'largest', 'central' or 'reject'
                min_face_px:int=64, # smallest face height in the source photo
                min_sharpness:float=0.2, # smallest Laplacian variance (x1000) of the 128 px crop
-               dup_bits:int=40, # crops whose 256-bit hashes differ in this many bits or fewer are duplicates
+               dup_bits:int=40, # crops whose 256-bit hashes differ in this many bits or fewer
                metadata:list=None, # CSV files or Illinois DOC folders to join
                metadata_key:str=None, # key column of the metadata tables (default: detected)
                rename:str=None, # column renames, as 'old=new,old2=new2'
-               identity_threshold:float=0.5, # descriptor distance within one person, where ids come from faces
+               identity_threshold:float=0.5, # descriptor distance within a person (ids from faces)
                workers:int=None, # worker processes (default: all cores)
                overwrite:bool=False, # start again instead of resuming
                progress:bool=True): # show a progress bar
-    "Detect, align, filter and deduplicate the faces in `input_dir`; join metadata; resume where a run stopped."
+    "Detect, align, filter and deduplicate the faces in `input_dir`, join metadata; resumable."
     out, start = Path(output_dir), time.time()
-    if not Path(input_dir).is_dir(): raise FileNotFoundError(f'input folder {input_dir} does not exist')
+    if not Path(input_dir).is_dir(): raise FileNotFoundError(
+        f'input folder {input_dir} does not exist')
     renames = dict(kv.split('=', 1) for kv in rename.split(',')) if rename else None
     tables = [read_metadata(m, metadata_key, renames) for m in metadata or []]
     s = FaceSettings(size=size, margin=margin, detector=detector, multi_face=multi_face,
-                     quality=QualityThresholds(min_face_px=min_face_px, min_sharpness=min_sharpness))
-    start_job(out, out/'.preprocess'/'settings.json', asdict(s), overwrite, inputs=[input_dir, *(metadata or [])])
+                     quality=QualityThresholds(min_face_px=min_face_px,
+                                               min_sharpness=min_sharpness))
+    start_job(out, out/'.preprocess'/'settings.json', asdict(s), overwrite,
+              inputs=[input_dir, *(metadata or [])])
     log = JobLog(out/'.preprocess'/'progress.jsonl', key=lambda r: r['source'])
     sources = list_photos(input_dir, exclude=out)
-    names = crop_names(sources, {r['source']: r.get('file_name') for r in log.done.values()})  # crops made keep their names
-    # descriptors only where no metadata names the person: they cost more than all other steps together
+    # crops made keep their names
+    names = crop_names(sources, {r['source']: r.get('file_name') for r in log.done.values()})
+    # descriptors only where no metadata names the person:
+    # they cost more than all other steps together
     todo = [(input_dir, src, out, names[src], s, 'person_id' not in metadata_for(src, tables)[0])
             for src in log.pending(sources)]
     workers = min(workers or os.cpu_count(), max(len(todo), 1))
@@ -427,37 +492,48 @@ def preprocess(input_dir:str, # folder tree of raw photos
     summary = _summary(rows, kept, rejects, conflicts, time.time() - start, s,
                        {'metadata': [str(m) for m in metadata or []], 'dup_bits': dup_bits})
     write_json(out/'summary.json', summary)
-    if out.name == 'faces': record_config(out.parent, 'preprocess', {k: v for k, v in summary.items() if k in ('settings', 'metadata', 'dup_bits')})
+    if out.name == 'faces': record_config(out.parent, 'preprocess', {
+        k: v for k, v in summary.items() if k in ('settings', 'metadata', 'dup_bits')})
     return summary
 
 # %% ../nbs/00_preprocess.ipynb #3cc6a9a5
 def bench_photos(dest, n:int=48):
-    "Write `n` synthetic 512-pixel portrait photos (JPEG) and a `people.csv` naming each one's person."
+    "Write `n` synthetic 512-pixel portraits (JPEG) and a `people.csv` naming each one's person."
     from text_to_face.sample import lfw_face, LFW_CLEAR
     from skimage import data
     dest = Path(dest); dest.mkdir(parents=True, exist_ok=True)
-    bases = [Image.fromarray(data.astronaut())] + [lfw_face(i, 256, 128).convert('RGB') for i in LFW_CLEAR[:5]]
+    bases = ([Image.fromarray(data.astronaut())]
+             + [lfw_face(i, 256, 128).convert('RGB') for i in LFW_CLEAR[:5]])
     for k in range(n):
-        img = bases[k % len(bases)].rotate(-12 + 4 * (k % 7), Image.BICUBIC, translate=(k % 5 * 6 - 12, k % 3 * 6 - 6))
-        img.point(lambda v: min(255, int(v * (0.9 + 0.05 * (k % 4))))).save(dest/f'{k:04d}.jpg', quality=90)
-    pd.DataFrame({'file_name': [f'{k:04d}.jpg' for k in range(n)], 'person_id': [f'p{k % len(bases)}' for k in range(n)]}
+        img = bases[k % len(bases)].rotate(-12 + 4 * (k % 7), Image.BICUBIC,
+                                           translate=(k % 5 * 6 - 12, k % 3 * 6 - 6))
+        img = img.point(lambda v: min(255, int(v * (0.9 + 0.05 * (k % 4)))))
+        img.save(dest/f'{k:04d}.jpg', quality=90)
+    pd.DataFrame({'file_name': [f'{k:04d}.jpg' for k in range(n)],
+                  'person_id': [f'p{k % len(bases)}' for k in range(n)]}
                 ).to_csv(dest/'people.csv', index=False)
     return dest
 
+# %% ../nbs/00_preprocess.ipynb #a00c6392
 def bench_preprocess(n:int=48, # photos in the synthetic set
                      workers:int=None): # workers of the parallel run (default: all cores)
     "Photos per second with one worker and with `workers`, side by side, and milliseconds per step."
     workers = workers or os.cpu_count()
     with tempfile.TemporaryDirectory() as d:
         photos = bench_photos(Path(d)/'photos', n)
-        process_photo(photos/'0000.jpg', Path(d)/'warm-up.png')  # first-call costs stay out of the figures
+        # first-call costs stay out of the figures
+        process_photo(photos/'0000.jpg', Path(d)/'warm-up.png')
         run = lambda w, meta: preprocess(photos, Path(d)/f'out{w}{meta}', workers=w, progress=False,
                                          metadata=[photos/'people.csv'] if meta else None)
-        runs = {'1 worker': run(1, True), f'{workers} workers': run(workers, True), '1 worker, no ids': run(1, False)}
+        runs = {'1 worker': run(1, True), f'{workers} workers': run(workers, True),
+                '1 worker, no ids': run(1, False)}
     secs = {k: r['timing']['wall_seconds'] for k, r in runs.items()}
-    print(f'{n} photos of 512 px, HOG detector; person ids from metadata unless "no ids" (then dlib descriptors)')
+    print(f'{n} photos of 512 px, HOG detector; '
+          'person ids from metadata unless "no ids" (then dlib descriptors)')
     for k, r in runs.items():
-        steps = ', '.join(f'{s} {v / n * 1000:.0f}' for s, v in r['timing']['seconds_per_step'].items() if v)
+        steps = ', '.join(f'{s} {v / n * 1000:.0f}'
+                          for s, v in r['timing']['seconds_per_step'].items() if v)
         print(f'{k:<17} {n / secs[k]:6.1f} photos/s  ({secs[k]:5.1f} s)   ms per photo: {steps}')
-    print(f'speed-up of {workers} workers over 1: x{secs["1 worker"] / secs[f"{workers} workers"]:.2f}')
+    print(f'speed-up of {workers} workers over 1: '
+          f'x{secs["1 worker"] / secs[f"{workers} workers"]:.2f}')
     return {k: n / v for k, v in secs.items()}
