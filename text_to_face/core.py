@@ -7,7 +7,7 @@ __all__ = ['STAGES', 'atomic_write', 'dumps', 'write_json', 'read_json', 'append
            'repair_jsonl', 'params_hash', 'file_hash', 'write_manifest', 'check_manifest', 'shareable', 'record_config',
            'changed_settings', 'check_overwrite', 'JobLog', 'guard_settings', 'start_job', 'fingerprint', 'Stage',
            'stage_arguments', 'stage_function', 'parameters', 'stage_state', 'run_stage', 'stage_current',
-           'cpu_has_bf16', 'pick_device', 'pick_dtype']
+           'cpu_has_bf16', 'pick_device', 'cuda_dtype', 'pick_dtype']
 
 # %% ../nbs/core.ipynb #26bad470
 import contextlib, hashlib, inspect, json, os, platform, shutil, time
@@ -337,12 +337,19 @@ def pick_device(device=None):
     if device is not None: return torch.device(device)
     return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
 
+def cuda_dtype(capability): # the GPU's compute capability, (major, minor)
+    "Half precision for a GPU: bf16 from compute capability 8.0 (Ampere) up, else fp16."
+    import torch  # below 8.0 bf16 is emulated, and cuDNN has no bf16 convolutions
+    return torch.bfloat16 if tuple(capability) >= (8, 0) else torch.float16
+
 def pick_dtype(device, # a torch device
                dtype=None): # `'fp32'`, `'fp16'`, `'bf16'` or a torch dtype to force it
     "The compute dtype for `device` under the project's policy, unless `dtype` forces one."
     import torch
     names = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
+    if isinstance(dtype, str) and dtype not in names:
+        raise ValueError(f'dtype must be fp32, fp16 or bf16, got {dtype!r}')
     if dtype is not None: return names[dtype] if isinstance(dtype, str) else dtype
-    if torch.device(device).type == 'cuda':
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if torch.device(device).type == 'cuda':  # the device's properties: no tensor made on GPU 0 by every rank
+        return cuda_dtype(torch.cuda.get_device_capability(torch.device(device)))
     return torch.bfloat16 if cpu_has_bf16() else torch.float32
