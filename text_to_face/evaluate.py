@@ -27,12 +27,15 @@ def as_rgb(img): # a path, a PIL image, or an HxW / HxWx1 / HxWx3 / HxWx4 array
         if not Path(img).is_file(): raise FileNotFoundError(f'image {img} does not exist')
         try: img = load_image(img)
         except Rejected as e: raise ValueError(f'image {img} cannot be read: {e}') from None
-    if isinstance(img, Image.Image): img = img.convert('RGB') if img.mode in ('L', 'LA', 'P', 'RGBA', 'CMYK', 'RGB') else img
+    if isinstance(img, Image.Image):
+        img = img.convert('RGB') if img.mode in ('L', 'LA', 'P', 'RGBA', 'CMYK', 'RGB') else img
     a = np.asarray(img)
     if a.ndim == 2: a = a[..., None]
-    if a.ndim != 3 or a.shape[-1] not in (1, 3, 4): raise ValueError(f'expected an HxW or HxWxC image, got shape {a.shape}')
+    if a.ndim != 3 or a.shape[-1] not in (1, 3, 4):
+        raise ValueError(f'expected an HxW or HxWxC image, got shape {a.shape}')
     if a.dtype != np.uint8:
-        if a.dtype.kind != 'f' or a.min() < 0 or a.max() > 1: raise ValueError(f'expected uint8 or floats in [0, 1], got {a.dtype}')
+        if a.dtype.kind != 'f' or a.min() < 0 or a.max() > 1:
+            raise ValueError(f'expected uint8 or floats in [0, 1], got {a.dtype}')
         a = (a * 255).round().astype(np.uint8)
     return np.ascontiguousarray(np.repeat(a, 3, -1) if a.shape[-1] == 1 else a[..., :3])
 
@@ -40,11 +43,13 @@ def as_rgb(img): # a path, a PIL image, or an HxW / HxWx1 / HxWx3 / HxWx4 array
 def check_pair(real, gen):
     "Raise ValueError unless `real` and `gen` are HxWx3 uint8 arrays of the same size."
     if real.shape != gen.shape:
-        raise ValueError(f'size mismatch: real image {real.shape[1]}x{real.shape[0]}, generated {gen.shape[1]}x{gen.shape[0]}; '
+        raise ValueError(f'size mismatch: real image {real.shape[1]}x{real.shape[0]}, '
+                         f'generated {gen.shape[1]}x{gen.shape[0]}; '
                          'resize one of them first (see fit_to)')
 
+# %% ../nbs/05_evaluate.ipynb #50c7418d
 def fit_to(img, shape):
-    "`img` (HxWx3 uint8) resized with PIL's bicubic filter to `shape`'s height and width, if it differs."
+    "`img` (HxWx3 uint8) resized with PIL's bicubic filter to `shape`'s height and width."
     if img.shape[:2] == tuple(shape[:2]): return img
     return np.asarray(Image.fromarray(img).resize((shape[1], shape[0]), Image.BICUBIC))
 
@@ -55,24 +60,29 @@ def ssim(real, # HxWx3 uint8
          gen): # HxWx3 uint8, same size
     "SSIM of two 8-bit RGB images with Wang et al.'s settings, the mean over the three channels."
     check_pair(real, gen)
-    return float(structural_similarity(real, gen, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
-                                       data_range=255, channel_axis=-1))
+    return float(structural_similarity(real, gen, gaussian_weights=True, sigma=1.5,
+                                       use_sample_covariance=False, data_range=255,
+                                       channel_axis=-1))
 
 # %% ../nbs/05_evaluate.ipynb #94c4238e
 def load_lpips(device=None, # torch device (default: `pick_device()`)
-               random_backbone:bool=False): # tests only: a random AlexNet instead of the ImageNet one (not LPIPS)
+               random_backbone:bool=False): # tests only: a random AlexNet (not LPIPS)
     "The LPIPS metric (AlexNet, version 0.1) in eval mode."
     import lpips
-    if not random_backbone: resolve_model('alexnet-lpips')  # in torch's hub cache, where torchvision looks for it
+    # in torch's hub cache, where torchvision looks for it
+    if not random_backbone: resolve_model('alexnet-lpips')
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')  # torchvision's deprecation notice for `pretrained=`
-        net = lpips.LPIPS(net='alex', version='0.1', pretrained=True, pnet_rand=random_backbone, verbose=False)
+        net = lpips.LPIPS(net='alex', version='0.1', pretrained=True, pnet_rand=random_backbone,
+                          verbose=False)
     return net.eval().to(pick_device(device))
 
+# %% ../nbs/05_evaluate.ipynb #278526a4
 def to_unit_range(arrays, device='cpu'):
     "A batch of HxWx3 uint8 arrays as an Nx3xHxW float tensor in [-1, 1] (what LPIPS expects)."
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().to(device) / 127.5 - 1
 
+# %% ../nbs/05_evaluate.ipynb #32f2c22b
 @torch.no_grad()
 def lpips_distance(net, reals, gens):
     "LPIPS distance of each (real, generated) pair of uint8 arrays, as a numpy array."
@@ -81,8 +91,8 @@ def lpips_distance(net, reals, gens):
     return net(to_unit_range(reals, dev), to_unit_range(gens, dev)).flatten().cpu().numpy()
 
 # %% ../nbs/05_evaluate.ipynb #0edf38e7
-def _features(out):  # transformers 5 returns a model output whose pooler_output is the projected embedding
-    return out if torch.is_tensor(out) else out.pooler_output
+# transformers 5 returns a model output whose pooler_output is the projected embedding
+def _features(out): return out if torch.is_tensor(out) else out.pooler_output
 
 class ClipEmbedder:
     "Normalised CLIP embeddings of images and texts, from a registry name, tiny-* name or folder."
@@ -95,21 +105,25 @@ class ClipEmbedder:
 
     @torch.no_grad()
     def images(self, arrays, normalize=True):
-        "Embeddings of HxWx3 uint8 arrays (the processor resizes and crops them as CLIP was trained)."
-        pv = self.processor(images=[torch.tensor(a).permute(2, 0, 1) for a in arrays], return_tensors='pt')['pixel_values']
+        "Embeddings of HxWx3 uint8 arrays (resized and cropped by the processor, as CLIP was trained)."
+        pv = self.processor(images=[torch.tensor(a).permute(2, 0, 1) for a in arrays],
+                            return_tensors='pt')['pixel_values']
         e = _features(self.model.get_image_features(pixel_values=pv.to(self.device))).float()
         return torch.nn.functional.normalize(e, dim=-1) if normalize else e
 
     @torch.no_grad()
     def texts(self, texts):
         "Embeddings of texts, truncated at CLIP's 77 tokens."
-        t = self.processor(text=list(texts), return_tensors='pt', padding=True, truncation=True, max_length=77)
-        e = _features(self.model.get_text_features(input_ids=t['input_ids'].to(self.device),
-                                                   attention_mask=t['attention_mask'].to(self.device))).float()
+        t = self.processor(text=list(texts), return_tensors='pt', padding=True, truncation=True,
+                           max_length=77)
+        e = _features(self.model.get_text_features(
+            input_ids=t['input_ids'].to(self.device),
+            attention_mask=t['attention_mask'].to(self.device))).float()
         return torch.nn.functional.normalize(e, dim=-1)
 
+# %% ../nbs/05_evaluate.ipynb #fa8ce3ed
 def clip_scores(clip, reals, gens, texts):
-    "Per pair: CLIP image-image cosine (generated vs real) and CLIPScore max(100 cos, 0) of caption vs generated."
+    "Per pair: CLIP image-image cosine (generated vs real) and CLIPScore of caption vs generated."
     g = clip.images(gens)
     cosine = (clip.images(reals) * g).sum(-1)
     text_score = (100 * (clip.texts(texts) * g).sum(-1)).clamp(min=0)
@@ -119,7 +133,7 @@ def clip_scores(clip, reals, gens, texts):
 IDENTITY_THRESHOLD = 0.6  # dlib: descriptors closer than this are the same person
 
 def real_descriptor(real, cache:dict=None):
-    "dlib descriptor of the face in a real photo (the whole crop if none is detected), memoised in `cache`."
+    "dlib descriptor of the face in a real photo (the whole crop if none is found), memoised."
     from text_to_face.preprocess import find_faces, face_descriptor
     key = params_hash([real.shape, hashlib.sha1(real.tobytes()).hexdigest()])
     if cache is not None and key in cache: return cache[key]
@@ -127,13 +141,16 @@ def real_descriptor(real, cache:dict=None):
     if cache is not None: cache[key] = d
     return d
 
+# %% ../nbs/05_evaluate.ipynb #aa116dbd
 def face_identity(real, gen, cache:dict=None):
-    "Whether a face is found in `gen`, and the dlib descriptor distance between its face and `real`'s (None if none)."
+    "Whether `gen` has a face, and its dlib descriptor distance to `real`'s face (None if none)."
     from text_to_face.preprocess import find_faces, face_descriptor
     boxes = find_faces(gen)
     if not boxes: return {'face_detected': 0.0, 'identity_distance': None, 'identity_match': None}
-    dist = float(np.linalg.norm(np.subtract(real_descriptor(real, cache), face_descriptor(gen, boxes[0]))))
-    return {'face_detected': 1.0, 'identity_distance': dist, 'identity_match': float(dist < IDENTITY_THRESHOLD)}
+    dist = float(np.linalg.norm(np.subtract(real_descriptor(real, cache),
+                                            face_descriptor(gen, boxes[0]))))
+    return {'face_detected': 1.0, 'identity_distance': dist,
+            'identity_match': float(dist < IDENTITY_THRESHOLD)}
 
 # %% ../nbs/05_evaluate.ipynb #093253d1
 METRICS = {  # name -> higher is better?
@@ -144,34 +161,40 @@ def composite(lpips, ssim, clip_cosine):
     "The original's composite score: ((1 - LPIPS) + SSIM + CLIP image-image cosine) / 3."
     return ((1 - lpips) + ssim + clip_cosine) / 3
 
+# %% ../nbs/05_evaluate.ipynb #57c85da6
 class Judges:
     "The networks that score images, loaded once: LPIPS, CLIP, and the feature network for FID/KID."
     def __init__(self, lpips, clip, fid_net=None, faces:bool=True):
         self.lpips, self.clip, self.fid_net, self.faces = lpips, clip, fid_net, faces
-        self.face_cache = {}  # real photo -> dlib descriptor: each photo is compared with every model and seed
+        # real photo -> dlib descriptor: each photo is compared with every model and seed
+        self.face_cache = {}
 
+# %% ../nbs/05_evaluate.ipynb #029726bc
 def pair_metrics(judges, reals, gens, texts):
     "Every per-pair metric for a batch of (real, generated, caption) triples, as a list of dicts."
     lp = lpips_distance(judges.lpips, reals, gens)
     cos, score = clip_scores(judges.clip, reals, gens, texts)
     rows = []
     for i, (r, g) in enumerate(zip(reals, gens)):
-        m = {'lpips': float(lp[i]), 'ssim': ssim(r, g), 'clip_cosine': float(cos[i]), 'clip_score': float(score[i])}
+        m = {'lpips': float(lp[i]), 'ssim': ssim(r, g), 'clip_cosine': float(cos[i]),
+             'clip_score': float(score[i])}
         m['composite'] = composite(m['lpips'], m['ssim'], m['clip_cosine'])
-        m.update(face_identity(r, g, judges.face_cache) if judges.faces else dict.fromkeys(('face_detected', 'identity_distance', 'identity_match')))
+        m.update(face_identity(r, g, judges.face_cache) if judges.faces
+                 else dict.fromkeys(('face_detected', 'identity_distance', 'identity_match')))
         rows.append(m)
     return rows
 
 # %% ../nbs/05_evaluate.ipynb #39880e70
 def clean_resize(arrays, # HxWx3 uint8 images
                  size:int): # the network's input size
-    "Images resized with PIL's antialiased bicubic filter to size x size, as an Nx3xSxS uint8 tensor (clean-fid's way)."
-    out = [a if a.shape[:2] == (size, size) else np.asarray(Image.fromarray(a).resize((size, size), Image.BICUBIC)) for a in arrays]
+    "Images resized with PIL's bicubic filter, as an Nx3xSxS uint8 tensor (clean-fid's way)."
+    out = [a if a.shape[:2] == (size, size)
+           else np.asarray(Image.fromarray(a).resize((size, size), Image.BICUBIC)) for a in arrays]
     return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).contiguous()
 
 # %% ../nbs/05_evaluate.ipynb #9426c3ed
 class ClipFeatures(torch.nn.Module):
-    "CLIP image embeddings of Nx3xSxS uint8 tensors already resized to the CLIP input size, for FID/KID."
+    "CLIP image embeddings of Nx3xSxS uint8 tensors at CLIP's input size, for FID/KID."
     def __init__(self, clip:ClipEmbedder):
         super().__init__()
         ip = clip.processor.image_processor
@@ -184,40 +207,48 @@ class ClipFeatures(torch.nn.Module):
         x = ((x.float() / 255 - self.mean) / self.std).to(self.clip.device)
         return _features(self.clip.model.get_image_features(pixel_values=x)).float().cpu()
 
+# %% ../nbs/05_evaluate.ipynb #15afa893
 def inception_features(device=None):
-    "torchmetrics' Inception v3 (2048 pool features), with one clear error if torch-fidelity or its weights are missing."
+    "torchmetrics' Inception v3 (2048 features); one clear error if torch-fidelity or weights are missing."
     try: from torchmetrics.image.fid import NoTrainInceptionV3
-    except ImportError: raise ModelNotFound('FID/KID with Inception need torchmetrics: pip install torchmetrics torch-fidelity')
+    except ImportError:
+        raise ModelNotFound('FID/KID with Inception need torchmetrics: '
+                            'pip install torchmetrics torch-fidelity')
     import importlib.util
     if importlib.util.find_spec('torch_fidelity') is None:
-        raise ModelNotFound("FID/KID with Inception need torch-fidelity: pip install torch-fidelity (or use fid_features='clip')")
+        raise ModelNotFound("FID/KID with Inception need torch-fidelity: "
+                            "pip install torch-fidelity (or use fid_features='clip')")
     net = NoTrainInceptionV3(name='inception-v3-compat', features_list=['2048'],
                              feature_extractor_weights_path=str(resolve_model('inception-fid')))
     net.input_size, net.num_features = 299, 2048
     return net.to(pick_device(device))
 
+# %% ../nbs/05_evaluate.ipynb #c6170234
 def fid_network(kind:str, clip:ClipEmbedder=None, device=None):
     "The feature network of FID/KID: 'inception' or 'clip'."
     if kind == 'inception': return inception_features(device)
     if kind == 'clip': return ClipFeatures(clip)
     raise ValueError(f"unknown fid_features {kind!r}; choose 'inception' or 'clip'")
 
+# %% ../nbs/05_evaluate.ipynb #a749c947
 @torch.no_grad()
 def set_features(net, arrays, batch_size:int=32):
-    "Feature vectors (float64, N x D) of HxWx3 uint8 images, clean-resized to the network's input size."
+    "Feature vectors (float64, N x D) of HxWx3 uint8 images, clean-resized to the network's input."
     dev = next(iter(net.parameters()), torch.empty(0)).device
-    chunks = [net(clean_resize(arrays[i:i + batch_size], net.input_size).to(dev)) for i in range(0, len(arrays), batch_size)]
+    chunks = [net(clean_resize(arrays[i:i + batch_size], net.input_size).to(dev))
+              for i in range(0, len(arrays), batch_size)]
     return torch.cat([c.reshape(c.shape[0], -1).cpu() for c in chunks]).double()
 
 # %% ../nbs/05_evaluate.ipynb #ee108081
 def fid_from_features(real, gen):
-    "Fréchet distance between two feature sets (N x D tensors), via the nuclear norm of the small cross-Gram matrix."
+    "Fréchet distance of two feature sets (N x D tensors), via the small cross-Gram's nuclear norm."
     xr, xg = real - real.mean(0), gen - gen.mean(0)
     nr, ng = len(real) - 1, len(gen) - 1
     trace_sqrt = torch.linalg.svdvals(xr @ xg.T).sum() / math.sqrt(nr * ng)
     mean_term = (real.mean(0) - gen.mean(0)).square().sum()
     return float(mean_term + xr.square().sum() / nr + xg.square().sum() / ng - 2 * trace_sqrt)
 
+# %% ../nbs/05_evaluate.ipynb #1104ae97
 def kid_from_features(real, gen):
     "KID (unbiased MMD² with torchmetrics' cubic polynomial kernel) between two whole feature sets."
     from torchmetrics.image.kid import poly_mmd
@@ -228,13 +259,14 @@ def verdict(lo, hi):
     "'better' if an improvement interval is above 0, 'worse' if below, else 'no clear difference'."
     return 'better' if lo > 0 else 'worse' if hi < 0 else 'no clear difference'
 
+# %% ../nbs/05_evaluate.ipynb #853238e5
 def paired_bootstrap(base, # per-pair scores of the base model (NaN/None: pair left out)
                      tuned, # per-pair scores of the fine-tuned model, same pairs
                      higher_is_better:bool=True,
                      n_boot:int=2000, # bootstrap resamples
                      level:float=0.95, # confidence level
                      seed:int=0):
-    "Mean paired improvement of `tuned` over `base` with a percentile bootstrap interval, absolute and in %."
+    "Mean paired improvement of `tuned` over `base`, with its percentile bootstrap interval, and in %."
     b, t = np.asarray(base, dtype=float), np.asarray(tuned, dtype=float)
     keep = ~(np.isnan(b) | np.isnan(t)); b, t = b[keep], t[keep]
     if len(b) < 2: return {'n': int(len(b)), 'verdict': 'too few pairs'}
@@ -243,16 +275,18 @@ def paired_bootstrap(base, # per-pair scores of the base model (NaN/None: pair l
     gain, base_means = sign * (t[idx] - b[idx]).mean(1), b[idx].mean(1)
     q = [(1 - level) / 2, (1 + level) / 2]
     lo, hi = np.quantile(gain, q)
-    with np.errstate(divide='ignore', invalid='ignore'): pct = np.quantile(100 * gain / np.abs(base_means), q)
+    with np.errstate(divide='ignore', invalid='ignore'):
+        pct = np.quantile(100 * gain / np.abs(base_means), q)
     d = sign * (t - b).mean()
-    return {'n': int(len(b)), 'base': float(b.mean()), 'finetuned': float(t.mean()), 'improvement': float(d),
-            'ci': [float(lo), float(hi)], 'percent': float(100 * d / abs(b.mean())) if b.mean() else None,
+    return {'n': int(len(b)), 'base': float(b.mean()), 'finetuned': float(t.mean()),
+            'improvement': float(d), 'ci': [float(lo), float(hi)],
+            'percent': float(100 * d / abs(b.mean())) if b.mean() else None,
             'percent_ci': [float(p) for p in pct] if np.isfinite(pct).all() else None,
             'level': level, 'higher_is_better': higher_is_better, 'verdict': verdict(lo, hi)}
 
 # %% ../nbs/05_evaluate.ipynb #3a05e216
 def set_bootstrap(real, base, tuned, metric, n_boot:int=200, level:float=0.95, seed:int=0):
-    "Paired bootstrap of a set metric (lower is better): values for both models, improvement and its interval."
+    "Paired bootstrap of a set metric (lower is better): both values, improvement, interval."
     rng, n = np.random.default_rng(seed), len(real)
     b, t = metric(real, base), metric(real, tuned)
     gains = []
@@ -264,14 +298,17 @@ def set_bootstrap(real, base, tuned, metric, n_boot:int=200, level:float=0.95, s
             'level': level, 'higher_is_better': False, 'verdict': verdict(lo, hi)}
 
 # %% ../nbs/05_evaluate.ipynb #cc32d638
-AGE_BANDS = [(0, 25, '<25'), (25, 35, '25-34'), (35, 45, '35-44'), (45, 55, '45-54'), (55, 200, '55+')]
+AGE_BANDS = [(0, 25, '<25'), (25, 35, '25-34'), (35, 45, '35-44'), (45, 55, '45-54'),
+             (55, 200, '55+')]
 
 def age_group(attributes:dict):
-    "The age band of a person at the photo (01_caption's `age_of`: birth date at admission, else `age`); None if unknown."
+    "The age band of a person at the photo (01_caption's `age_of`); None if unknown."
     from text_to_face.caption import age_of
     age = age_of(attributes)
-    return None if age is None else next((name for lo, hi, name in AGE_BANDS if lo <= age < hi), None)
+    return None if age is None else next(
+        (name for lo, hi, name in AGE_BANDS if lo <= age < hi), None)
 
+# %% ../nbs/05_evaluate.ipynb #cf693c31
 GROUP_ATTRIBUTES = {'sex': 'sex', 'ethnicity': 'race', 'age_band': None}
 
 def group_of(row:dict):
@@ -283,30 +320,38 @@ def group_of(row:dict):
 # %% ../nbs/05_evaluate.ipynb #dd2e6ac4
 def group_breakdown(wide, # one row per pair: group columns and base_<metric>, finetuned_<metric>
                     metric:str='composite', min_n:int=5, n_boot:int=2000):
-    "Per group (sex, ethnicity, age band): the paired improvement of `metric` with its interval and a flag."
+    "Per group (sex, ethnicity, age band): the paired improvement of `metric`, interval and flag."
     out = []
     for attr in GROUP_ATTRIBUTES:
         for value, g in wide.groupby(wide[attr].fillna('unknown')):
             r = {'attribute': attr, 'group': str(value), 'n': len(g)}
             if len(g) >= min_n:
-                r.update(paired_bootstrap(g[f'base_{metric}'], g[f'finetuned_{metric}'], METRICS[metric], n_boot))
-                r['flag'] = 'worse' if r['verdict'] == 'worse' else 'worse_point_estimate' if r['improvement'] < 0 else None
+                r.update(paired_bootstrap(g[f'base_{metric}'], g[f'finetuned_{metric}'],
+                                          METRICS[metric],
+                                          n_boot))
+                r['flag'] = 'worse' if r['verdict'] == 'worse' else (
+                    'worse_point_estimate' if r['improvement'] < 0 else None)
             else: r.update(verdict='too few pairs', flag=None)
             out.append(r)
     return out
 
 # %% ../nbs/05_evaluate.ipynb #7c213c47
 def read_val(run_dir, n:int=None):
-    "The first `n` held-out rows of RUN/dataset/val/metadata.jsonl (file-name order), with their image paths."
+    "The first `n` held-out rows of RUN/dataset/val/metadata.jsonl (by file name), with image paths."
     val = Path(run_dir)/'dataset'/'val'
     if not (val/'metadata.jsonl').is_file():
-        raise FileNotFoundError(f'{val/"metadata.jsonl"} does not exist: run `t2f dataset` first (02_dataset)')
+        raise FileNotFoundError(f'{val/"metadata.jsonl"} does not exist: '
+                                'run `t2f dataset` first (02_dataset)')
     rows = sorted(read_jsonl(val/'metadata.jsonl'), key=lambda r: r['file_name'])[:n]
-    if len(rows) < 2: raise ValueError(f'evaluation needs at least 2 held-out pairs, {val} has {len(rows)}')
+    if len(rows) < 2:
+        raise ValueError(f'evaluation needs at least 2 held-out pairs, {val} has {len(rows)}')
     missing = [r['file_name'] for r in rows if not (val/r['file_name']).is_file()]
-    if missing: raise FileNotFoundError(f'{len(missing)} held-out photos listed in {val}/metadata.jsonl are missing, e.g. {missing[0]}')
+    if missing: raise FileNotFoundError(
+        f'{len(missing)} held-out photos listed in {val}/metadata.jsonl are missing, '
+        f'e.g. {missing[0]}')
     return [{**r, 'path': str(val/r['file_name'])} for r in rows]
 
+# %% ../nbs/05_evaluate.ipynb #86810073
 def _save(result, folder, name):
     "The path of a generated image: the generator's own file if it wrote one, else a PNG we save."
     if getattr(result, 'path', None) and Path(result.path).is_file(): return Path(result.path)
@@ -317,7 +362,8 @@ def _save(result, folder, name):
 # %% ../nbs/05_evaluate.ipynb #22ed0dda
 def _score_batch(judges, gen, batch, label, folder, **gen_kwargs):
     "Generate one batch of (held-out row, seed) with `gen` and score it: one log row per pair."
-    results = gen.generate([r['text'] for r, _ in batch], [s for _, s in batch], out_dir=folder, **gen_kwargs)
+    results = gen.generate([r['text'] for r, _ in batch], [s for _, s in batch], out_dir=folder,
+                           **gen_kwargs)
     reals = [as_rgb(r['path']) for r, _ in batch]
     gens = [fit_to(as_rgb(res.image), real.shape) for res, real in zip(results, reals)]
     scores = pair_metrics(judges, reals, gens, [r['text'] for r, _ in batch])
@@ -326,52 +372,67 @@ def _score_batch(judges, gen, batch, label, folder, **gen_kwargs):
             for (r, s), res, m in zip(batch, results, scores)]
 
 def generate_and_score(rows, # held-out rows from `read_val`
-                       generators:dict, # label -> callable that returns a generator (called only if work remains)
+                       generators:dict, # label -> callable returning a generator, called if needed
                        judges:Judges, eval_dir, seeds=(0,), batch_size:int=4, progress:bool=True,
-                       **gen_kwargs): # passed to `generate` (size, steps, guidance, scheduler, negative_prompt)
-    "Generate every (caption, seed) with each model and append its per-pair metrics to eval_dir/pairs.jsonl."
-    log = JobLog(Path(eval_dir)/'pairs.jsonl', key=lambda r: (r['model'], r['file_name'], r['seed']))
+                       **gen_kwargs): # passed to `generate` (size, steps, guidance, scheduler, ...)
+    "Generate every (caption, seed) with each model; log its per-pair metrics to eval_dir/pairs.jsonl."
+    log = JobLog(Path(eval_dir)/'pairs.jsonl',
+                 key=lambda r: (r['model'], r['file_name'], r['seed']))
     pairs = [(row, s) for row in rows for s in seeds]
     for label, make in generators.items():
         key = lambda pair: (label, pair[0]['file_name'], pair[1])
-        if not log.grid(pairs, key, batch_size): continue  # nothing to do: the model is not even loaded
+        # nothing to do: the model is not even loaded
+        if not log.grid(pairs, key, batch_size): continue
         gen, folder = make(), Path(eval_dir)/'images'/label
-        for _, batch in log.todo(pairs, key, batch_size, progress, label):  # a fixed grid: see `JobLog.todo`
+        # a fixed grid: see `JobLog.todo`
+        for _, batch in log.todo(pairs, key, batch_size, progress, label):
             log.append(_score_batch(judges, gen, batch, label, folder, **gen_kwargs))
         del gen
     return read_jsonl(log.path)
 
 # %% ../nbs/05_evaluate.ipynb #c4cd1cf8
 def paired_table(pairs):
-    "One row per (photo, seed) scored by both models: group columns, base_<metric> and finetuned_<metric>."
+    "One row per (photo, seed) scored by both models: groups, base_<metric> and finetuned_<metric>."
     df, cols = pd.DataFrame(pairs), [*METRICS, 'image']
     b, f = (df[df.model == m].set_index(['file_name', 'seed']) for m in ('base', 'finetuned'))
-    wide = b[list(GROUP_ATTRIBUTES)].join(b[cols].add_prefix('base_')).join(f[cols].add_prefix('finetuned_'), how='inner')
-    return wide.sort_index().reset_index()  # a fixed order: the bootstrap gives the same intervals after a resume
+    wide = (b[list(GROUP_ATTRIBUTES)].join(b[cols].add_prefix('base_'))
+            .join(f[cols].add_prefix('finetuned_'), how='inner'))
+    # a fixed order: the bootstrap gives the same intervals after a resume
+    return wide.sort_index().reset_index()
 
+# %% ../nbs/05_evaluate.ipynb #36a5c238
 def set_metrics(judges, wide, real_paths, n_boot:int=200):
     "FID and KID of each model's images against the real photos, with paired bootstrap intervals."
     real = set_features(judges.fid_net, [as_rgb(p) for p in real_paths])
-    feats = {m: set_features(judges.fid_net, [as_rgb(p) for p in wide[f'{m}_image']]) for m in ('base', 'finetuned')}
+    feats = {m: set_features(judges.fid_net, [as_rgb(p) for p in wide[f'{m}_image']])
+             for m in ('base', 'finetuned')}
     return {name: set_bootstrap(real, feats['base'], feats['finetuned'], fn, n_boot)
             for name, fn in (('fid', fid_from_features), ('kid', kid_from_features))}
 
 # %% ../nbs/05_evaluate.ipynb #dc29bbb6
-def summarise(pairs, judges, real_paths, models:dict, settings:dict, n_boot:int=2000, set_boot:int=200, min_group:int=5):
-    "The evaluation report (a dict) from the per-pair log: means, improvements with intervals, sets, groups."
+def summarise(pairs, judges, real_paths, models:dict, settings:dict, n_boot:int=2000,
+              set_boot:int=200,
+              min_group:int=5):
+    "The evaluation report (a dict) from the per-pair log: means, improvements, sets, groups."
     wide = paired_table(pairs)
-    if len(wide) < 2: raise ValueError(f'only {len(wide)} pairs scored by both models; evaluation needs at least 2')
+    if len(wide) < 2:
+        raise ValueError(f'only {len(wide)} pairs scored by both models; '
+                         'evaluation needs at least 2')
     mean = lambda m, k: None if wide[f'{m}_{k}'].isna().all() else float(wide[f'{m}_{k}'].mean())
-    improvements = {k: paired_bootstrap(wide[f'base_{k}'], wide[f'finetuned_{k}'], hib, n_boot) for k, hib in METRICS.items()}
+    improvements = {k: paired_bootstrap(wide[f'base_{k}'], wide[f'finetuned_{k}'], hib, n_boot)
+                    for k, hib in METRICS.items()}
     sets = set_metrics(judges, wide, real_paths, set_boot)
-    sets.update({'face_detection_rate': improvements['face_detected'], 'identity_match_rate': improvements['identity_match'],
+    sets.update({'face_detection_rate': improvements['face_detected'],
+                 'identity_match_rate': improvements['identity_match'],
                  'feature_network': settings.get('fid_features'), 'n_pairs': len(wide)})
     return {'base_model': {'name': models['base'], **{k: mean('base', k) for k in METRICS},
                            'fid': sets['fid']['base'], 'kid': sets['kid']['base']},
-            'finetuned_model': {'name': models['finetuned'], **{k: mean('finetuned', k) for k in METRICS},
+            'finetuned_model': {'name': models['finetuned'],
+                                **{k: mean('finetuned', k) for k in METRICS},
                                 'fid': sets['fid']['finetuned'], 'kid': sets['kid']['finetuned']},
             'improvements': {**improvements, 'fid': sets['fid'], 'kid': sets['kid']},
-            'models': models, 'sets': sets, 'groups': group_breakdown(wide, 'composite', min_group, n_boot),
+            'models': models, 'sets': sets,
+            'groups': group_breakdown(wide, 'composite', min_group, n_boot),
             'composite_definition': '((1 - LPIPS) + SSIM + CLIP image-image cosine) / 3',
             'settings': settings}
 
@@ -385,61 +446,77 @@ def plot_distributions(wide, path=None):
         for m, c in (('base', 'tab:gray'), ('finetuned', 'tab:blue')):
             v = wide[f'{m}_{k}'].dropna()
             if len(v): ax.hist(v, bins=15, alpha=0.6, color=c, label=m)
-        if wide[[f'base_{k}', f'finetuned_{k}']].isna().all().all(): ax.text(0.5, 0.5, 'not measured\n(no faces found)', ha='center', transform=ax.transAxes)
+        if wide[[f'base_{k}', f'finetuned_{k}']].isna().all().all():
+            ax.text(0.5, 0.5, 'not measured\n(no faces found)', ha='center', transform=ax.transAxes)
         ax.set_title(k + (' (lower better)' if not METRICS[k] else ''), fontsize=9)
     axes[0].legend(fontsize=8); fig.tight_layout()
     if path: fig.savefig(path, dpi=100)
     return fig
 
+# %% ../nbs/05_evaluate.ipynb #becfde1a
 def plot_groups(groups, path=None):
     "Per-group improvement of the composite with its interval; groups that get worse in red."
     import matplotlib.pyplot as plt
     g = [r for r in groups if 'ci' in r]
     fig, ax = plt.subplots(figsize=(6, 0.35 * len(g) + 1))
     for y, r in enumerate(g):
-        ax.errorbar(r['improvement'], y, xerr=[[r['improvement'] - r['ci'][0]], [r['ci'][1] - r['improvement']]],
+        ax.errorbar(r['improvement'], y,
+                    xerr=[[r['improvement'] - r['ci'][0]], [r['ci'][1] - r['improvement']]],
                     fmt='o', color='tab:red' if r['flag'] else 'tab:blue')
     ax.axvline(0, color='k', lw=0.8)
-    ax.set_yticks(range(len(g)), [f"{r['attribute']}: {r['group']} (n={r['n']})" for r in g], fontsize=8)
+    ax.set_yticks(range(len(g)), [f"{r['attribute']}: {r['group']} (n={r['n']})" for r in g],
+                  fontsize=8)
     ax.set_xlabel('composite improvement (fine-tuned - base), 95% interval'); fig.tight_layout()
     if path: fig.savefig(path, dpi=100)
     return fig
 
+# %% ../nbs/05_evaluate.ipynb #f8912aec
 def image_grid(wide, real_paths:dict, k:int=6, path=None, cell:int=160):
     "A grid with one row per pair: real | base | fine-tuned; saved to `path` if given."
     rows = wide.head(k)
     grid = Image.new('RGB', (3 * cell, len(rows) * cell), 'white')
     for y, (_, r) in enumerate(rows.iterrows()):
         for x, p in enumerate([real_paths[r['file_name']], r['base_image'], r['finetuned_image']]):
-            grid.paste(Image.fromarray(as_rgb(p)).resize((cell, cell), Image.BICUBIC), (x * cell, y * cell))
+            grid.paste(Image.fromarray(as_rgb(p)).resize((cell, cell), Image.BICUBIC),
+                       (x * cell, y * cell))
     if path:
         with atomic_write(path, 'wb') as f: grid.save(f, 'PNG')
     return grid
 
 # %% ../nbs/05_evaluate.ipynb #f0b699f1
-def run_evaluation(run_dir, generators:dict, judges:Judges, models:dict, n:int=None, seeds=(0,), settings:dict=None,
-                   n_boot:int=2000, set_boot:int=200, batch_size:int=4, progress:bool=True, overwrite:bool=False, **gen_kwargs):
-    "Generate, score, summarise and plot; write RUN/eval/report.json and the figures; return the report."
+def run_evaluation(run_dir, generators:dict, judges:Judges, models:dict, n:int=None, seeds=(0,),
+                   settings:dict=None, n_boot:int=2000, set_boot:int=200, batch_size:int=4,
+                   progress:bool=True, overwrite:bool=False, **gen_kwargs):
+    "Generate, score, summarise and plot; write RUN/eval/report.json and figures; return the report."
     import matplotlib.pyplot as plt
     rows, eval_dir = read_val(run_dir, n), Path(run_dir)/'eval'
-    judged = {k: v for k, v in (settings or {}).items() if k not in ('n_boot', 'set_boot')}  # these only summarise
-    start_job(eval_dir, eval_dir/'.settings.json', {**judged, 'models': models, 'batch_size': batch_size, **gen_kwargs}, overwrite)
-    pairs = generate_and_score(rows, generators, judges, eval_dir, list(seeds), batch_size, progress, **gen_kwargs)
+    # n_boot and set_boot only summarise
+    judged = {k: v for k, v in (settings or {}).items() if k not in ('n_boot', 'set_boot')}
+    start_job(eval_dir, eval_dir/'.settings.json',
+              {**judged, 'models': models, 'batch_size': batch_size, **gen_kwargs}, overwrite)
+    pairs = generate_and_score(rows, generators, judges, eval_dir, list(seeds), batch_size,
+                               progress,
+                               **gen_kwargs)
     keep = {(r['file_name'], s) for r in rows for s in seeds}
     pairs = [p for p in pairs if (p['file_name'], p['seed']) in keep]
     wide = paired_table(pairs)
     real = {r['file_name']: r['path'] for r in rows}
     settings = {**(settings or {}), 'n_pairs': len(wide), 'seeds': list(seeds), **gen_kwargs}
-    report = summarise(pairs, judges, [real[f] for f in wide.file_name], models, settings, n_boot, set_boot)
+    report = summarise(pairs, judges, [real[f] for f in wide.file_name], models, settings, n_boot,
+                       set_boot)
     write_json(eval_dir/'report.json', report)
-    for fig in (plot_distributions(wide, eval_dir/'distributions.png'), plot_groups(report['groups'], eval_dir/'groups.png')): plt.close(fig)
+    for fig in (plot_distributions(wide, eval_dir/'distributions.png'),
+                plot_groups(report['groups'], eval_dir/'groups.png')): plt.close(fig)
     image_grid(wide, real, path=eval_dir/'grid.png')
     return report
 
 # %% ../nbs/05_evaluate.ipynb #af8c3541
-def load_judges(clip:str='clip-vit-l-14', fid_features:str='inception', lpips_backbone:str='alexnet', device=None):
-    "Load LPIPS, CLIP and the FID/KID feature network once, failing early with a clear message if one is missing."
-    if lpips_backbone not in ('alexnet', 'random'): raise ValueError(f"lpips_backbone must be 'alexnet' or 'random', not {lpips_backbone!r}")
+def load_judges(clip:str='clip-vit-l-14', fid_features:str='inception',
+                lpips_backbone:str='alexnet',
+                device=None):
+    "Load LPIPS, CLIP and the FID/KID feature network once; fail early and clearly if one is missing."
+    if lpips_backbone not in ('alexnet', 'random'):
+        raise ValueError(f"lpips_backbone must be 'alexnet' or 'random', not {lpips_backbone!r}")
     lp = load_lpips(device, random_backbone=lpips_backbone == 'random')
     emb = ClipEmbedder(clip, device)
     return Judges(lp, emb, fid_network(fid_features, emb, device))
@@ -450,43 +527,55 @@ def evaluate(run_dir:str, # run directory with dataset/val (and lora/)
              lora:str=None, # LoRA weights (default: RUN/lora/pytorch_lora_weights.safetensors)
              lora_weight:float=1.0, # strength of the LoRA
              n:int=None, # held-out pairs to use, in file-name order (default: all)
-             seeds:list=None, # seeds; every caption is generated once per seed by each model (default: 0)
+             seeds:list=None, # seeds; each caption is generated once per seed per model (default: 0)
              size:int=None, # generated image size (default: the held-out photos' size)
              steps:int=25, # denoising steps
              guidance:float=7.0, # classifier-free guidance scale
              scheduler:str='dpmpp-2m-karras', # sampler, as 04_generate names them
              negative_prompt:str=None, # negative prompt for both models
-             clip:str='clip-vit-l-14', # CLIP model for the CLIP scores (and FID features with --fid-features clip)
+             clip:str='clip-vit-l-14', # CLIP model for the CLIP scores (and FID features with clip)
              fid_features:str='inception', # FID/KID feature network: 'inception' or 'clip'
-             lpips_backbone:str='alexnet', # 'alexnet' (LPIPS); 'random' only for offline tests: not LPIPS
+             lpips_backbone:str='alexnet', # 'alexnet' (LPIPS); 'random' only for offline tests
              n_boot:int=2000, # bootstrap resamples for per-pair metrics
              set_boot:int=200, # bootstrap resamples for FID and KID
              batch_size:int=4, # prompts generated and scored per batch
              device:str=None, # torch device (default: CUDA if available)
              overwrite:bool=False, # start again: delete RUN/eval first
              progress:bool=True): # show progress bars
-    "Compare the base and the fine-tuned model on the held-out faces; write RUN/eval/report.json and figures."
+    "Compare base and fine-tuned model on the held-out faces; write RUN/eval/report.json and figures."
     run_dir = Path(run_dir)
     if not run_dir.is_dir(): raise FileNotFoundError(f'run directory {run_dir} does not exist')
     rows = read_val(run_dir, n)
     lora = Path(lora) if lora else run_dir/'lora'/'pytorch_lora_weights.safetensors'
-    if not lora.is_file(): raise FileNotFoundError(f'LoRA weights {lora} do not exist: run `t2f train` first or pass --lora')
+    if not lora.is_file():
+        raise FileNotFoundError(f'LoRA weights {lora} do not exist: '
+                                'run `t2f train` first or pass --lora')
     seeds = [int(s) for s in (seeds or [0])]
     judges = load_judges(clip, fid_features, lpips_backbone, device)
     from text_to_face.generate import FaceGenerator
     size = size or Image.open(rows[0]['path']).width
-    gens = {'base': lambda: FaceGenerator(base, device=device), 'finetuned': lambda: FaceGenerator(base, loras=((str(lora), lora_weight),), device=device)}
-    settings = {'clip': clip, 'fid_features': fid_features, 'lpips': f'lpips 0.1 {lpips_backbone}', 'n_boot': n_boot, 'set_boot': set_boot}
-    record_config(run_dir, 'evaluate', {**settings, 'base': base, 'lora': str(lora), 'lora_weight': lora_weight, 'n': n, 'seeds': seeds, 'size': size,
-                                        'steps': steps, 'guidance': guidance, 'scheduler': scheduler, 'negative_prompt': negative_prompt})
-    models = {'base': base, 'finetuned': f'{base} + {lora} x {lora_weight}', 'lora_sha256': file_hash(lora)}
-    return run_evaluation(run_dir, gens, judges, models, len(rows), seeds, settings, n_boot, set_boot, batch_size, progress,
-                          overwrite, size=size, steps=steps, guidance=guidance, scheduler=scheduler, negative_prompt=negative_prompt)
+    gens = {'base': lambda: FaceGenerator(base, device=device),
+            'finetuned': lambda: FaceGenerator(base, loras=((str(lora), lora_weight),),
+                                               device=device)}
+    settings = {'clip': clip, 'fid_features': fid_features, 'lpips': f'lpips 0.1 {lpips_backbone}',
+                'n_boot': n_boot, 'set_boot': set_boot}
+    record_config(run_dir, 'evaluate', {**settings, 'base': base, 'lora': str(lora),
+                                        'lora_weight': lora_weight,
+                                        'n': n, 'seeds': seeds, 'size': size, 'steps': steps,
+                                        'guidance': guidance,
+                                        'scheduler': scheduler, 'negative_prompt': negative_prompt})
+    models = {'base': base, 'finetuned': f'{base} + {lora} x {lora_weight}',
+              'lora_sha256': file_hash(lora)}
+    return run_evaluation(run_dir, gens, judges, models, len(rows), seeds, settings, n_boot,
+                          set_boot,
+                          batch_size, progress, overwrite, size=size, steps=steps,
+                          guidance=guidance,
+                          scheduler=scheduler, negative_prompt=negative_prompt)
 
 # %% ../nbs/05_evaluate.ipynb #d98ce8e2
 def bench_evaluate(n:int=16, # pairs
                    faces:bool=True): # include dlib face detection and identity
-    "Pairs per second for the full per-pair metric set, one pair at a time vs batched, and the ratio."
+    "Pairs per second for all per-pair metrics, one pair at a time vs batched, and the ratio."
     import time
     from text_to_face.sample import lfw_face, LFW_CLEAR
     reals = [np.asarray(lfw_face(LFW_CLEAR[i % 20], 224, 48).convert('RGB')) for i in range(n)]
@@ -495,8 +584,13 @@ def bench_evaluate(n:int=16, # pairs
     clip = ClipEmbedder('tiny-clip', 'cpu')
     j = Judges(load_lpips('cpu', random_backbone=True), clip, faces=faces)
     pair_metrics(j, reals[:1], gens[:1], texts[:1])  # warm-up
-    t = time.perf_counter(); [pair_metrics(j, reals[i:i + 1], gens[i:i + 1], texts[i:i + 1]) for i in range(n)]; one = time.perf_counter() - t
+    t = time.perf_counter()
+    [pair_metrics(j, reals[i:i + 1], gens[i:i + 1], texts[i:i + 1]) for i in range(n)]
+    one = time.perf_counter() - t
     t = time.perf_counter(); pair_metrics(j, reals, gens, texts); batched = time.perf_counter() - t
-    print(f'{n} pairs of 320 px, {"with" if faces else "without"} dlib faces, tiny CLIP, LPIPS AlexNet (random weights), CPU')
-    print(f'one pair at a time: {n / one:6.2f} pairs/s\nbatched ({n}):       {n / batched:6.2f} pairs/s\nspeed-up: x{one / batched:.2f}')
+    print(f'{n} pairs of 320 px, {"with" if faces else "without"} dlib faces, tiny CLIP, '
+          'LPIPS AlexNet (random weights), CPU')
+    print(f'one pair at a time: {n / one:6.2f} pairs/s\n'
+          f'batched ({n}):       {n / batched:6.2f} pairs/s\n'
+          f'speed-up: x{one / batched:.2f}')
     return {'one_at_a_time': n / one, 'batched': n / batched}

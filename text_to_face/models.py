@@ -22,27 +22,39 @@ class ModelSpec:
     family:str # 'sd15', 'sdxl', 'llava', 'clip' ...
     about:str # one line for people
 
+# %% ../nbs/models.ipynb #c8bebfe9
 @dataclass(frozen=True)
 class CheckpointSpec:
-    "A network that is one weights file, which its library loads from torch's hub cache (`torch.hub.get_dir()/checkpoints`)."
+    "A network that is one weights file, which its library loads from torch's hub cache."
     source:str # URL of the file; its last part is the file's name in the cache
     family:str # what uses it: 'lpips', 'fid' ...
     about:str # one line for people
     @property
     def file(self): return self.source.rsplit('/', 1)[-1]
 
+# %% ../nbs/models.ipynb #f14b11cf
 MODELS = {
-    'sd15': ModelSpec('stable-diffusion-v1-5/stable-diffusion-v1-5', 'sd15', 'Stable Diffusion 1.5, 512 px'),
-    'realvisxl4': ModelSpec('SG161222/RealVisXL_V4.0', 'sdxl', 'RealVisXL 4.0, photorealistic SDXL fine-tune (the default generator)'),
+    'sd15': ModelSpec('stable-diffusion-v1-5/stable-diffusion-v1-5', 'sd15',
+                      'Stable Diffusion 1.5, 512 px'),
+    'realvisxl4': ModelSpec('SG161222/RealVisXL_V4.0', 'sdxl',
+                            'RealVisXL 4.0, photorealistic SDXL fine-tune (the default generator)'),
     'sdxl': ModelSpec('stabilityai/stable-diffusion-xl-base-1.0', 'sdxl', 'SDXL base 1.0, 1024 px'),
-    'sdxl-vae-fp16-fix': ModelSpec('madebyollin/sdxl-vae-fp16-fix', 'vae', 'SDXL VAE that does not overflow in fp16'),
-    'llava-13b': ModelSpec('llava-hf/llava-1.5-13b-hf', 'llava', 'LLaVA 1.5 13B, the default captioner'),
-    'llava-7b': ModelSpec('llava-hf/llava-1.5-7b-hf', 'llava', 'LLaVA 1.5 7B, the lighter captioner'),
-    'clip-vit-l-14': ModelSpec('openai/clip-vit-large-patch14', 'clip', 'CLIP ViT-L/14, for CLIP scores in evaluation'),
-    'alexnet-lpips': CheckpointSpec('https://download.pytorch.org/models/alexnet-owt-7be5be79.pth', 'lpips',
-                                    "torchvision's ImageNet AlexNet: the backbone of LPIPS, in evaluation"),
-    'inception-fid': CheckpointSpec('https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth',
-                                    'fid', "torch-fidelity's Inception v3 (the FID weights): the FID/KID feature network, in evaluation"),
+    'sdxl-vae-fp16-fix': ModelSpec('madebyollin/sdxl-vae-fp16-fix', 'vae',
+                                   'SDXL VAE that does not overflow in fp16'),
+    'llava-13b': ModelSpec('llava-hf/llava-1.5-13b-hf', 'llava',
+                           'LLaVA 1.5 13B, the default captioner'),
+    'llava-7b': ModelSpec('llava-hf/llava-1.5-7b-hf', 'llava',
+                          'LLaVA 1.5 7B, the lighter captioner'),
+    'clip-vit-l-14': ModelSpec('openai/clip-vit-large-patch14', 'clip',
+                               'CLIP ViT-L/14, for CLIP scores in evaluation'),
+    'alexnet-lpips': CheckpointSpec(
+        'https://download.pytorch.org/models/alexnet-owt-7be5be79.pth', 'lpips',
+        "torchvision's ImageNet AlexNet: the backbone of LPIPS, in evaluation"),
+    'inception-fid': CheckpointSpec(
+        'https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/'
+        'weights-inception-2015-12-05-6726825d.pth',
+        'fid', "torch-fidelity's Inception v3 (the FID weights): "
+               "the FID/KID feature network, in evaluation"),
 }
 
 # %% ../nbs/models.ipynb #abb34d0d
@@ -54,6 +66,7 @@ def tiny(name:str):
     def register(builder): TINY_BUILDERS[name] = builder; return builder
     return register
 
+# %% ../nbs/models.ipynb #81e2d518
 def cache_dir():
     "Where text_to_face keeps what it builds: `$T2F_CACHE`, else `~/.cache/text_to_face`."
     return Path(os.environ.get('T2F_CACHE', Path.home()/'.cache'/'text_to_face'))
@@ -61,7 +74,8 @@ def cache_dir():
 # %% ../nbs/models.ipynb #bc7058bc
 def build_tiny(name:str):
     "The folder of tiny model `name`, building it first if it is not in the cache."
-    if name not in TINY_BUILDERS: raise ModelNotFound(f'unknown tiny model {name!r}; tiny models are {sorted(TINY_BUILDERS)}')
+    if name not in TINY_BUILDERS:
+        raise ModelNotFound(f'unknown tiny model {name!r}; tiny models are {sorted(TINY_BUILDERS)}')
     final = cache_dir()/'tiny'/f'{name}-v{TINY_VERSION}'
     if final.exists(): return final
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -80,21 +94,25 @@ class ModelNotFound(LookupError):
 
 def _not_found(name, spec):
     where = os.environ.get('HF_HOME', str(Path.home()/'.cache'/'huggingface'))
-    return ModelNotFound(f"model {name!r} ({spec.source}) is not on this machine. On a machine with internet run "
-                         f"`t2f download {name}` (it fills the Hugging Face cache, {where}; copy that folder here or set "
-                         f"HF_HOME to it), or pass the path of a local copy instead of {name!r}.")
+    return ModelNotFound(
+        f"model {name!r} ({spec.source}) is not on this machine. On a machine with internet run "
+        f"`t2f download {name}` (it fills the Hugging Face cache, {where}; copy that folder here "
+        f"or set HF_HOME to it), or pass the path of a local copy instead of {name!r}.")
 
+# %% ../nbs/models.ipynb #528b8fbf
 def _may_download(allow_download:bool):
-    "Whether a missing model may be fetched: the caller allows it and `HF_HUB_OFFLINE`, the project's one offline switch, is unset."
-    return allow_download and os.environ.get('HF_HUB_OFFLINE', '0').lower() not in ('1', 'true', 'yes')
+    "Whether a missing model may be fetched: allowed by the caller, and `HF_HUB_OFFLINE` unset."
+    return (allow_download
+            and os.environ.get('HF_HUB_OFFLINE', '0').lower() not in ('1', 'true', 'yes'))
 
+# %% ../nbs/models.ipynb #5290a555
 def resolve_model(name:str, # registry name, `tiny-*` name, or path of a local folder
                   allow_download:bool=True): # may fetch from the hub when it is reachable
-    "A local folder holding the model `name`, ready for `from_pretrained` (for a single-file checkpoint: the file)."
+    "A local folder holding the model `name`, for `from_pretrained` (a checkpoint: the file)."
     if Path(name).expanduser().is_dir(): return Path(name).expanduser()
     if name.startswith('tiny-'): return build_tiny(name)
-    if name not in MODELS:
-        raise ModelNotFound(f'{name!r} is neither a folder nor a known model; known models: {", ".join(MODELS)}, or a tiny-* name')
+    if name not in MODELS: raise ModelNotFound(f'{name!r} is neither a folder nor a known model; '
+        f'known models: {", ".join(MODELS)}, or a tiny-* name')
     spec = MODELS[name]
     if isinstance(spec, CheckpointSpec): return _resolve_checkpoint(name, spec, allow_download)
     from huggingface_hub import snapshot_download
@@ -110,8 +128,9 @@ def checkpoint_path(spec:CheckpointSpec):
     import torch
     return Path(torch.hub.get_dir())/'checkpoints'/spec.file
 
+# %% ../nbs/models.ipynb #70a2dea9
 def hash_prefix(file:str):
-    "The SHA-256 prefix a torch hub file name carries (`alexnet-owt-7be5be79.pth`: '7be5be79'), or None."
+    "The SHA-256 prefix a torch hub file name carries ('7be5be79' in `alexnet-owt-7be5be79.pth`)."
     import torch
     m = torch.hub.HASH_REGEX.search(file)
     return m.group(1) if m and m.group(1) else None
@@ -120,20 +139,25 @@ def hash_prefix(file:str):
 def fetch_checkpoint(spec:CheckpointSpec, # the file to fetch
                      timeout:float=60, # seconds without an answer before giving up
                      progress:bool=True): # show a progress bar
-    "Download `spec`'s file into torch's hub cache (a temporary file, hash-checked, then renamed); its path."
+    "Download `spec`'s file into torch's hub cache (hash-checked, then renamed); its path."
     import socket, torch
     dest = checkpoint_path(spec)
     if dest.is_file(): return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     old = socket.getdefaulttimeout(); socket.setdefaulttimeout(timeout)
-    try: torch.hub.download_url_to_file(spec.source, str(dest), hash_prefix(spec.file), progress=progress)
+    try: torch.hub.download_url_to_file(spec.source, str(dest), hash_prefix(spec.file),
+                                        progress=progress)
     except Exception as e:
-        if isinstance(e, RuntimeError) and 'invalid hash' in str(e):  # torch's check of the hash in the file name
-            raise ValueError(f'{spec.file} from {spec.source} is damaged or not the expected file ({e}); nothing was saved') from None
-        raise ModelNotFound(f'could not download {spec.file} from {spec.source}: {type(e).__name__}: {e}') from e
+        # torch's check of the hash in the file name
+        if isinstance(e, RuntimeError) and 'invalid hash' in str(e):
+            raise ValueError(f'{spec.file} from {spec.source} is damaged or not the expected file '
+                             f'({e}); nothing was saved') from None
+        raise ModelNotFound(f'could not download {spec.file} from {spec.source}: '
+                            f'{type(e).__name__}: {e}') from e
     finally: socket.setdefaulttimeout(old)
     return dest
 
+# %% ../nbs/models.ipynb #924f7124
 def _resolve_checkpoint(name, spec, allow_download):
     path = checkpoint_path(spec)
     if path.is_file(): return path
@@ -143,138 +167,171 @@ def _resolve_checkpoint(name, spec, allow_download):
     raise _checkpoint_not_found(name, spec)
 
 def _checkpoint_not_found(name, spec):
-    return ModelNotFound(f"{spec.file} ({name}) is not on this machine. On a machine with internet run `t2f download {name}`, "
-                         f"or download {spec.source} yourself; put it at {checkpoint_path(spec)} (torch's hub cache; set TORCH_HOME to move it).")
+    return ModelNotFound(
+        f"{spec.file} ({name}) is not on this machine. On a machine with internet run "
+        f"`t2f download {name}`, or download {spec.source} yourself; put it at "
+        f"{checkpoint_path(spec)} (torch's hub cache; set TORCH_HOME to move it).")
 
 # %% ../nbs/models.ipynb #1c871820
 def write_clip_tokenizer(folder, # where to save the tokenizer files
                          max_length:int=77): # CLIP's context length
-    "Save a transformers `CLIPTokenizer` built from the CLIP BPE merges that open_clip ships; return it."
+    "Save a transformers `CLIPTokenizer` built from the CLIP BPE merges open_clip ships; return it."
     from open_clip.tokenizer import default_bpe, bytes_to_unicode
     from transformers import CLIPTokenizer
     merges = gzip.open(default_bpe()).read().decode('utf-8').split('\n')[1:49152 - 256 - 2 + 1]
     symbols = list(bytes_to_unicode().values())
-    vocab = symbols + [s + '</w>' for s in symbols] + [''.join(m.split()) for m in merges] + ['<|startoftext|>', '<|endoftext|>']
+    vocab = (symbols + [s + '</w>' for s in symbols] + [''.join(m.split()) for m in merges]
+             + ['<|startoftext|>', '<|endoftext|>'])
     folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
-    (folder/'vocab.json').write_text(json.dumps({t: i for i, t in enumerate(vocab)}, ensure_ascii=False))
+    (folder/'vocab.json').write_text(json.dumps({t: i for i, t in enumerate(vocab)},
+                                                ensure_ascii=False))
     (folder/'merges.txt').write_text('#version: 0.2\n' + '\n'.join(merges) + '\n')
-    tok = CLIPTokenizer(str(folder/'vocab.json'), str(folder/'merges.txt'), model_max_length=max_length,
-                        pad_token='<|endoftext|>')
+    tok = CLIPTokenizer(str(folder/'vocab.json'), str(folder/'merges.txt'),
+                        model_max_length=max_length, pad_token='<|endoftext|>')
     tok.save_pretrained(folder)
     return tok
 
 # %% ../nbs/models.ipynb #a9abd95a
 @tiny('tiny-clip')
 def build_tiny_clip(folder):
-    "A tiny random-weight CLIP model with the real CLIP tokenizer, saved like `openai/clip-vit-large-patch14`."
+    "A tiny random-weight CLIP with the real CLIP tokenizer, saved like `clip-vit-large-patch14`."
     import torch
     from transformers import CLIPConfig, CLIPModel, CLIPImageProcessor
     torch.manual_seed(0)
     common = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
     config = CLIPConfig(text_config=dict(vocab_size=49408, max_position_embeddings=77, **common),
-                        vision_config=dict(image_size=32, patch_size=8, **common), projection_dim=32)
+                        vision_config=dict(image_size=32, patch_size=8, **common),
+                        projection_dim=32)
     CLIPModel(config).save_pretrained(folder)
     write_clip_tokenizer(folder)
-    CLIPImageProcessor(size={'shortest_edge': 32}, crop_size={'height': 32, 'width': 32}).save_pretrained(folder)
+    CLIPImageProcessor(size={'shortest_edge': 32},
+                       crop_size={'height': 32, 'width': 32}).save_pretrained(folder)
 
 # %% ../nbs/models.ipynb #273237c9
 def _tiny_vae(seed=0):
     from diffusers import AutoencoderKL
     import torch; torch.manual_seed(seed)
-    return AutoencoderKL(block_out_channels=[8, 16, 16, 16], down_block_types=['DownEncoderBlock2D'] * 4,
-                         up_block_types=['UpDecoderBlock2D'] * 4, latent_channels=4, norm_num_groups=8,
-                         layers_per_block=1, sample_size=64, scaling_factor=0.18215)
+    return AutoencoderKL(block_out_channels=[8, 16, 16, 16],
+                         down_block_types=['DownEncoderBlock2D'] * 4,
+                         up_block_types=['UpDecoderBlock2D'] * 4, latent_channels=4,
+                         norm_num_groups=8, layers_per_block=1, sample_size=64,
+                         scaling_factor=0.18215)
 
+# %% ../nbs/models.ipynb #da09b77a
 def _tiny_text_encoder(seed=0, projection=False):
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
     import torch; torch.manual_seed(seed)
-    config = CLIPTextConfig(vocab_size=49408, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                            num_attention_heads=4, max_position_embeddings=77, projection_dim=32, hidden_act='quick_gelu')
+    config = CLIPTextConfig(vocab_size=49408, hidden_size=32, intermediate_size=64,
+                            num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=77,
+                            projection_dim=32, hidden_act='quick_gelu')
     return (CLIPTextModelWithProjection if projection else CLIPTextModel)(config)
 
+# %% ../nbs/models.ipynb #0cde7480
 def _tiny_unet(seed=0, **extra):
     from diffusers import UNet2DConditionModel
     import torch; torch.manual_seed(seed)
-    return UNet2DConditionModel(block_out_channels=(32, 64), layers_per_block=1, sample_size=8, in_channels=4, out_channels=4,
-                                down_block_types=('DownBlock2D', 'CrossAttnDownBlock2D'), norm_num_groups=8,
+    return UNet2DConditionModel(block_out_channels=(32, 64), layers_per_block=1, sample_size=8,
+                                in_channels=4, out_channels=4,
+                                down_block_types=('DownBlock2D', 'CrossAttnDownBlock2D'),
+                                norm_num_groups=8,
                                 up_block_types=('CrossAttnUpBlock2D', 'UpBlock2D'), **extra)
 
 # %% ../nbs/models.ipynb #ea52d42c
-SD_BETAS = dict(beta_start=0.00085, beta_end=0.012, beta_schedule='scaled_linear', num_train_timesteps=1000, steps_offset=1)
+SD_BETAS = dict(beta_start=0.00085, beta_end=0.012, beta_schedule='scaled_linear',
+                num_train_timesteps=1000, steps_offset=1)
 
 @tiny('tiny-sd15')
 def build_tiny_sd15(folder):
-    "A tiny random-weight Stable Diffusion 1.5 pipeline, saved in the layout of `stable-diffusion-v1-5`."
+    "A tiny random-weight Stable Diffusion 1.5 pipeline, saved like `stable-diffusion-v1-5`."
     from diffusers import StableDiffusionPipeline, PNDMScheduler
     from transformers import CLIPTokenizer
     tok_dir = Path(folder)/'_tokenizer'; write_clip_tokenizer(tok_dir)
-    pipe = StableDiffusionPipeline(vae=_tiny_vae(), text_encoder=_tiny_text_encoder(), tokenizer=CLIPTokenizer.from_pretrained(tok_dir),
-                                   unet=_tiny_unet(cross_attention_dim=32, attention_head_dim=8),
-                                   scheduler=PNDMScheduler(**SD_BETAS, skip_prk_steps=True, set_alpha_to_one=False),
-                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe = StableDiffusionPipeline(
+        vae=_tiny_vae(), text_encoder=_tiny_text_encoder(),
+        tokenizer=CLIPTokenizer.from_pretrained(tok_dir),
+        unet=_tiny_unet(cross_attention_dim=32, attention_head_dim=8),
+        scheduler=PNDMScheduler(**SD_BETAS, skip_prk_steps=True, set_alpha_to_one=False),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     shutil.rmtree(tok_dir); pipe.save_pretrained(folder)
 
+# %% ../nbs/models.ipynb #6f599042
 @tiny('tiny-sdxl')
 def build_tiny_sdxl(folder):
-    "A tiny random-weight SDXL pipeline (two text encoders, size and crop conditioning), saved in the SDXL layout."
+    "A tiny random-weight SDXL pipeline (two text encoders, size and crop conditioning)."
     from diffusers import StableDiffusionXLPipeline, EulerDiscreteScheduler
     from transformers import CLIPTokenizer
     tok_dir = Path(folder)/'_tokenizer'; write_clip_tokenizer(tok_dir)
     unet = _tiny_unet(cross_attention_dim=64, attention_head_dim=(2, 4), use_linear_projection=True,
-                      addition_embed_type='text_time', addition_time_embed_dim=8, transformer_layers_per_block=(1, 2),
+                      addition_embed_type='text_time', addition_time_embed_dim=8,
+                      transformer_layers_per_block=(1, 2),
                       projection_class_embeddings_input_dim=6 * 8 + 32)
     vae = _tiny_vae(); vae.register_to_config(force_upcast=True, scaling_factor=0.13025)
-    pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=_tiny_text_encoder(0), text_encoder_2=_tiny_text_encoder(1, projection=True),
-                                     tokenizer=CLIPTokenizer.from_pretrained(tok_dir),
-                                     tokenizer_2=CLIPTokenizer.from_pretrained(tok_dir, pad_token='!'), unet=unet,
-                                     scheduler=EulerDiscreteScheduler(**SD_BETAS, timestep_spacing='leading'))
+    pipe = StableDiffusionXLPipeline(
+        vae=vae, text_encoder=_tiny_text_encoder(0),
+        text_encoder_2=_tiny_text_encoder(1, projection=True),
+        tokenizer=CLIPTokenizer.from_pretrained(tok_dir),
+        tokenizer_2=CLIPTokenizer.from_pretrained(tok_dir, pad_token='!'), unet=unet,
+        scheduler=EulerDiscreteScheduler(**SD_BETAS, timestep_spacing='leading'))
     shutil.rmtree(tok_dir); pipe.save_pretrained(folder)
 
 # %% ../nbs/models.ipynb #ce56cf8b
 LLAVA_CHAT_TEMPLATE = (  # the template of llava-hf/llava-1.5-*-hf
-    "{% for message in messages %}{% if message['role'] != 'system' %}{{ message['role'].upper() + ': '}}{% endif %}"
-    "{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}{{ '<image>\n' }}{% endfor %}"
-    "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}{{ content['text'] + ' '}}{% endfor %}"
+    "{% for message in messages %}{% if message['role'] != 'system' %}"
+    "{{ message['role'].upper() + ': '}}{% endif %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}"
+    "{{ '<image>\n' }}{% endfor %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}"
+    "{{ content['text'] + ' '}}{% endfor %}"
     "{% endfor %}{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}")
 
+# %% ../nbs/models.ipynb #bdc025d6
 def _chat_tokenizer(folder):
-    "The CLIP tokenizer with `<image>` and pad tokens, a start token only, and decoding that restores spaces."
+    "The CLIP tokenizer with `<image>` and pad tokens, a start token only, and spaces restored."
     from transformers import CLIPTokenizer
     from tokenizers import decoders, processors
     tok_dir = Path(folder)/'_tokenizer'; write_clip_tokenizer(tok_dir)
     tok = CLIPTokenizer.from_pretrained(tok_dir, model_max_length=2048); shutil.rmtree(tok_dir)
     tok.add_special_tokens({'pad_token': '<pad>', 'additional_special_tokens': ['<image>']})
     bos = (tok.bos_token, tok.bos_token_id)
-    tok._tokenizer.post_processor = processors.TemplateProcessing(single=f'{bos[0]} $A', pair=f'{bos[0]} $A $B', special_tokens=[bos])
-    tok._tokenizer.decoder = decoders.Sequence([decoders.Replace('</w>', 'Ġ'), decoders.ByteLevel()])
+    tok._tokenizer.post_processor = processors.TemplateProcessing(
+        single=f'{bos[0]} $A', pair=f'{bos[0]} $A $B', special_tokens=[bos])
+    tok._tokenizer.decoder = decoders.Sequence([decoders.Replace('</w>', 'Ġ'),
+                                                decoders.ByteLevel()])
     return tok
 
+# %% ../nbs/models.ipynb #3f709391
 @tiny('tiny-llava')
 def build_tiny_llava(folder):
-    "A tiny random-weight LLaVA 1.5 (CLIP vision tower, Llama language model) saved like `llava-hf/llava-1.5-13b-hf`."
+    "A tiny random-weight LLaVA 1.5 (CLIP vision tower, Llama LM) saved like `llava-1.5-13b-hf`."
     import torch
-    from transformers import (CLIPImageProcessor, CLIPVisionConfig, GenerationConfig, LlamaConfig, LlavaConfig,
-                              LlavaForConditionalGeneration, LlavaProcessor)
+    from transformers import (CLIPImageProcessor, CLIPVisionConfig, GenerationConfig, LlamaConfig,
+                              LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor)
     tok = _chat_tokenizer(folder)
-    ids = dict(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    ids = dict(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+               pad_token_id=tok.pad_token_id)
     common = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
-    config = LlavaConfig(vision_config=CLIPVisionConfig(image_size=32, patch_size=8, projection_dim=32, **common),
-                         text_config=LlamaConfig(vocab_size=len(tok), max_position_embeddings=512, **common, **ids),
-                         image_token_id=tok.convert_tokens_to_ids('<image>'), vision_feature_layer=-2,
-                         vision_feature_select_strategy='default', pad_token_id=tok.pad_token_id)
+    config = LlavaConfig(
+        vision_config=CLIPVisionConfig(image_size=32, patch_size=8, projection_dim=32, **common),
+        text_config=LlamaConfig(vocab_size=len(tok), max_position_embeddings=512, **common, **ids),
+        image_token_id=tok.convert_tokens_to_ids('<image>'), vision_feature_layer=-2,
+        vision_feature_select_strategy='default', pad_token_id=tok.pad_token_id)
     torch.manual_seed(0)
     model = LlavaForConditionalGeneration(config)
     model.generation_config = GenerationConfig(**ids)
     model.save_pretrained(folder)
-    LlavaProcessor(image_processor=CLIPImageProcessor(size={'shortest_edge': 32}, crop_size={'height': 32, 'width': 32}),
-                   tokenizer=tok, patch_size=8, vision_feature_select_strategy='default', num_additional_image_tokens=1,
-                   chat_template=LLAVA_CHAT_TEMPLATE, image_token='<image>').save_pretrained(folder)
+    LlavaProcessor(
+        image_processor=CLIPImageProcessor(size={'shortest_edge': 32},
+                                           crop_size={'height': 32, 'width': 32}),
+        tokenizer=tok, patch_size=8, vision_feature_select_strategy='default',
+        num_additional_image_tokens=1, chat_template=LLAVA_CHAT_TEMPLATE,
+        image_token='<image>').save_pretrained(folder)
 
 # %% ../nbs/models.ipynb #e3dfd52c
 def model_family(folder):
     "`'sd15'` or `'sdxl'`, from the pipeline class named in `folder/model_index.json`."
     index = read_json(Path(folder)/'model_index.json')
-    if index is None: raise ValueError(f'{folder} has no model_index.json: it is not a diffusers pipeline folder')
+    if index is None:
+        raise ValueError(f'{folder} has no model_index.json: it is not a diffusers pipeline folder')
     name = index.get('_class_name', '')
     if 'StableDiffusionXL' in name: return 'sdxl'
     if name.startswith('StableDiffusion'): return 'sd15'
@@ -283,15 +340,19 @@ def model_family(folder):
 # %% ../nbs/models.ipynb #f7a4b906
 @tiny('tiny-lm')
 def build_tiny_lm(folder):
-    "A tiny random-weight Llama chat model with the CLIP-vocabulary chat tokenizer, saved like any causal LM folder."
+    "A tiny random-weight Llama chat model with the chat tokenizer, saved as a causal LM folder."
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
     tok = _chat_tokenizer(folder)
-    tok.chat_template = ("{% for m in messages %}{{ m['role'] | upper }}: {{ m['content'] }}\n{% endfor %}"
-                         "{% if add_generation_prompt %}ASSISTANT:{% endif %}")  # plain-text messages, as text models take them
-    ids = dict(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    # plain-text messages, as text models take them
+    tok.chat_template = ("{% for m in messages %}{{ m['role'] | upper }}: "
+                         "{{ m['content'] }}\n{% endfor %}"
+                         "{% if add_generation_prompt %}ASSISTANT:{% endif %}")
+    ids = dict(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+               pad_token_id=tok.pad_token_id)
     torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), max_position_embeddings=512, hidden_size=32, intermediate_size=64,
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), max_position_embeddings=512,
+                                         hidden_size=32, intermediate_size=64,
                                          num_hidden_layers=2, num_attention_heads=4, **ids))
     model.generation_config = GenerationConfig(**ids)
     model.save_pretrained(folder); tok.save_pretrained(folder)

@@ -14,7 +14,8 @@ from pathlib import Path
 import yaml
 
 # %% ../nbs/schema.ipynb #7e5df746
-SCHEMA_PATH = Path(str(importlib.resources.files('text_to_face')/'forensic_schema.yaml'))  # package data
+# package data
+SCHEMA_PATH = Path(str(importlib.resources.files('text_to_face')/'forensic_schema.yaml'))
 
 @lru_cache(maxsize=8)
 def _load_schema(path:str): return yaml.safe_load(Path(path).read_text(encoding='utf-8'))
@@ -31,58 +32,76 @@ def _allowed(spec):
     values = spec.get('values') or {}
     return dict(values) if isinstance(values, dict) else {v: v for v in values}
 
+# %% ../nbs/schema.ipynb #09fa88c2
 def _flatten(attributes):
     flat = {}
     for k, v in attributes.items():
-        if isinstance(v, dict) and k in ('hair', 'eye', 'eyes'): flat.update({f"{'eye' if k.startswith('eye') else k}_{kk}": vv for kk, vv in v.items()})
+        if isinstance(v, dict) and k in ('hair', 'eye', 'eyes'):
+            flat.update({f"{'eye' if k.startswith('eye') else k}_{kk}": vv for kk, vv in v.items()})
         else: flat[k] = v
     return flat
 
+# %% ../nbs/schema.ipynb #f02ccb05
 def check_text(text:str, what='text', max_chars=2000):
     "`text` stripped, or a ValueError if it is empty, too long or holds control characters."
-    if not isinstance(text, str): raise ValueError(f'{what} must be a string, not {type(text).__name__}')
-    bad = sorted({f'U+{ord(c):04X}' for c in text if unicodedata.category(c) in ('Cc', 'Cf') and c not in '\n\t'})
+    if not isinstance(text, str):
+        raise ValueError(f'{what} must be a string, not {type(text).__name__}')
+    bad = sorted({f'U+{ord(c):04X}' for c in text
+                  if unicodedata.category(c) in ('Cc', 'Cf') and c not in '\n\t'})
     if bad: raise ValueError(f'{what} contains control characters ({", ".join(bad)}); remove them')
     text = ' '.join(text.split())
     if not text: raise ValueError(f'{what} is empty')
-    if len(text) > max_chars: raise ValueError(f'{what} has {len(text)} characters; the limit is {max_chars}')
+    if len(text) > max_chars:
+        raise ValueError(f'{what} has {len(text)} characters; the limit is {max_chars}')
     return text
 
 # %% ../nbs/schema.ipynb #7d098174
 def _check_age(v, spec):
     if isinstance(v, (int, float)) and not isinstance(v, bool):
-        if v != int(v) or not 0 <= v <= 110: raise ValueError(f'age {v!r} must be whole years from 0 to 110 or one of the bands {list(spec["bands"])}')
+        if v != int(v) or not 0 <= v <= 110: raise ValueError(
+            f'age {v!r} must be whole years from 0 to 110 or one of the bands '
+            f'{list(spec["bands"])}')
         return int(v)
     if str(v).strip().isdigit(): return _check_age(int(str(v).strip()), spec)
     if str(v).strip().lower() in spec['bands']: return str(v).strip().lower()
-    raise ValueError(f'age {v!r} is not allowed: give whole years (0 to 110) or one of the bands {list(spec["bands"])}')
+    raise ValueError(f'age {v!r} is not allowed: '
+                     f'give whole years (0 to 110) or one of the bands {list(spec["bands"])}')
 
+# %% ../nbs/schema.ipynb #d32a7aa4
 def _check_mark(m, spec):
     if isinstance(m, str):
         m = check_text(m, 'mark', 200).lower()
-        kind = next((t for t in sorted(spec['types'], key=len, reverse=True) if m.startswith(t)), None)
-        loc = next((l for l in sorted(spec['locations'], key=len, reverse=True) if m.endswith(l)), None)
+        kind = next((t for t in sorted(spec['types'], key=len, reverse=True) if m.startswith(t)),
+                    None)
+        loc = next((l for l in sorted(spec['locations'], key=len, reverse=True) if m.endswith(l)),
+                   None)
         if kind is None or loc is None:
-            raise ValueError(f'mark {m!r} should read "TYPE on LOCATION" with TYPE one of {spec["types"]} and LOCATION one of {spec["locations"]}')
+            raise ValueError(f'mark {m!r} should read "TYPE on LOCATION" with TYPE one of '
+                             f'{spec["types"]} and LOCATION one of {spec["locations"]}')
         m = {'type': kind, 'location': loc}
     unknown = set(m) - {'type', 'location', 'description'}
-    if unknown: raise ValueError(f'mark has unknown fields {sorted(unknown)}; allowed: type, location, description')
+    if unknown: raise ValueError(
+        f'mark has unknown fields {sorted(unknown)}; allowed: type, location, description')
     for k, allowed in (('type', spec['types']), ('location', spec['locations'])):
-        if str(m.get(k, '')).lower() not in allowed: raise ValueError(f'mark {k} {m.get(k)!r} is not allowed; allowed: {allowed}')
+        if str(m.get(k, '')).lower() not in allowed:
+            raise ValueError(f'mark {k} {m.get(k)!r} is not allowed; allowed: {allowed}')
     out = {'type': m['type'].lower(), 'location': m['location'].lower()}
-    if m.get('description'): out['description'] = check_text(m['description'], 'mark description', spec['max_description_chars'])
+    if m.get('description'): out['description'] = check_text(
+        m['description'], 'mark description', spec['max_description_chars'])
     return out
 
+# %% ../nbs/schema.ipynb #156a0cca
 def _check_value(name, v, spec):
     allowed = _allowed(spec)
     key = str(v).strip().lower()
-    if key not in allowed: raise ValueError(f'{name} {v!r} is not allowed; allowed values: {list(allowed)}')
+    if key not in allowed:
+        raise ValueError(f'{name} {v!r} is not allowed; allowed values: {list(allowed)}')
     return key
 
 # %% ../nbs/schema.ipynb #2b592e5b
 def validate_attributes(attributes:dict, # attribute -> value, e.g. {'sex': 'male', 'age': 35}
                         schema=None): # a schema dict or file; None: the shipped one
-    "The description in canonical form, or a ValueError naming the attribute and its allowed values."
+    "The description in canonical form, or a ValueError naming the attribute and its values."
     schema = schema if isinstance(schema, dict) else load_schema(schema)
     specs, flat = schema['attributes'], _flatten(attributes)
     unknown = [k for k in flat if k not in specs]
@@ -93,15 +112,18 @@ def validate_attributes(attributes:dict, # attribute -> value, e.g. {'sex': 'mal
         if v is None or v == '' or v == []: continue
         kind = spec.get('type')
         if kind == 'age': out[name] = _check_age(v, spec)
-        elif kind == 'marks': out[name] = [_check_mark(m, spec) for m in ([v] if isinstance(v, (str, dict)) else v)]
+        elif kind == 'marks':
+            out[name] = [_check_mark(m, spec) for m in ([v] if isinstance(v, (str, dict)) else v)]
         else: out[name] = _check_value(name, v, spec)
     return out
 
 # %% ../nbs/schema.ipynb #85cee36e
 def _article(words):
-    vowel = words[:1].lower() in 'aeiou' and not words.lower().startswith('u') or re.match(r'(8|1[18])-', words)
+    vowel = (words[:1].lower() in 'aeiou' and not words.lower().startswith('u')
+             or re.match(r'(8|1[18])-', words))
     return ('an ' if vowel else 'a ') + words
 
+# %% ../nbs/schema.ipynb #c79c721f
 def _subject(v, specs):
     age = v.get('age')
     years = f'{age}-year-old' if isinstance(age, int) else ''
@@ -110,9 +132,12 @@ def _subject(v, specs):
     noun = _allowed(specs['sex']).get(v.get('sex'), 'person')
     return _article(' '.join(w for w in (years, eth, noun, band) if w))
 
+# %% ../nbs/schema.ipynb #d362d0c1
 def _mark_phrase(m):
-    return f"{m['type']}{' of ' + m['description'] if m.get('description') else ''} on the {m['location']}"
+    return (f"{m['type']}{' of ' + m['description'] if m.get('description') else ''}"
+            f" on the {m['location']}")
 
+# %% ../nbs/schema.ipynb #06e28e03
 def _details(v, specs):
     "(phrase, weight, priority) of each detail, in schema order."
     out = []
@@ -128,13 +153,15 @@ def _details(v, specs):
 # %% ../nbs/schema.ipynb #84b76379
 @lru_cache(maxsize=1)
 def clip_tokenizer():
-    "The CLIP tokenizer of Stable Diffusion, built offline from open_clip's vocabulary (the one `tiny-clip` carries)."
+    "The CLIP tokenizer of Stable Diffusion, built offline from open_clip's vocabulary."
     from transformers import CLIPTokenizer
     from text_to_face.models import resolve_model
-    return CLIPTokenizer.from_pretrained(resolve_model('tiny-clip'), model_max_length=1_000_000)  # we count, never truncate
+    # we count, never truncate
+    return CLIPTokenizer.from_pretrained(resolve_model('tiny-clip'), model_max_length=1_000_000)
 
+# %% ../nbs/schema.ipynb #699451ea
 def clip_tokens(text:str, # the text to count
-                ends:bool=True): # count the start and end tokens too (77 is the limit with them, 75 without)
+                ends:bool=True): # count the start and end tokens too (77 with them, 75 without)
     "How many CLIP tokens `text` takes."
     n = len(clip_tokenizer()(text, truncation=False).input_ids)
     return n if ends else n - 2
@@ -152,37 +179,45 @@ class ForensicPrompt:
     @property
     def windows(self): return max(1, math.ceil(self.tokens / 75))
 
+# %% ../nbs/schema.ipynb #487c19cb
 def _weighted(phrase, w): return phrase if w == 1 else f'({phrase}){w:g}'
 
+# %% ../nbs/schema.ipynb #4b0be4d8
 def _fill(template, description, v, specs):
     view = _allowed(specs['view']).get(v.get('view'), template['defaults']['view'])
-    expression = _allowed(specs['expression']).get(v.get('expression'), template['defaults']['expression'])
+    expression = _allowed(specs['expression']).get(v.get('expression'),
+                                                   template['defaults']['expression'])
     return template['positive'].format(view=view, expression=expression, description=description)
 
-# %% ../nbs/schema.ipynb #b336ec6e
-def forensic_prompt(description, # attributes dict (see the schema) or free text
-                    negative:str=None, # extra negative terms, added to the template's
-                    schema=None, # schema dict or file; None: the shipped one
-                    max_tokens:int=None): # default: the schema's (three CLIP windows)
-    "The controlled mugshot prompt for `description`, the negative prompt, and what had to be dropped."
-    schema = schema if isinstance(schema, dict) else load_schema(schema)
-    t, specs = schema['template'], schema['attributes']
-    max_tokens = max_tokens or t['max_tokens']
-    neg = t['negative'] + (', ' + check_text(negative, 'negative prompt', t['max_chars']) if negative else '')
-    if isinstance(description, dict): return _from_attributes(validate_attributes(description, schema), t, specs, neg, max_tokens)
-    text, dropped = check_text(description, 'description', t['max_chars']), []
-    while clip_tokens(_fill(t, text, {}, specs), ends=False) > max_tokens and ' ' in text:
-        text, cut = text.rsplit(' ', 1); dropped.insert(0, cut)
-    plain = _fill(t, text, {}, specs)
-    return ForensicPrompt(plain, neg, plain, {}, clip_tokens(plain, ends=False), [' '.join(dropped)] if dropped else [])
-
+# %% ../nbs/schema.ipynb #33c21ac9
 def _from_attributes(v, t, specs, neg, max_tokens):
     details, dropped = _details(v, specs), []
     def build(weighted):
         parts = [_subject(v, specs)] + [_weighted(p, w) if weighted else p for p, w, _ in details]
         return _fill(t, ', '.join(parts), v, specs)
     while clip_tokens(build(False), ends=False) > max_tokens and details:
-        low = min(range(len(details)), key=lambda i: (details[i][2], -i))  # lowest priority, last first
+        # lowest priority, last first
+        low = min(range(len(details)), key=lambda i: (details[i][2], -i))
         dropped.append(details.pop(low)[0])
     plain = build(False)
     return ForensicPrompt(build(True), neg, plain, v, clip_tokens(plain, ends=False), dropped)
+
+# %% ../nbs/schema.ipynb #b336ec6e
+def forensic_prompt(description, # attributes dict (see the schema) or free text
+                    negative:str=None, # extra negative terms, added to the template's
+                    schema=None, # schema dict or file; None: the shipped one
+                    max_tokens:int=None): # default: the schema's (three CLIP windows)
+    "The controlled mugshot prompt for `description`, the negative prompt, and what was dropped."
+    schema = schema if isinstance(schema, dict) else load_schema(schema)
+    t, specs = schema['template'], schema['attributes']
+    max_tokens = max_tokens or t['max_tokens']
+    neg = t['negative'] + (', ' + check_text(negative, 'negative prompt', t['max_chars'])
+                           if negative else '')
+    if isinstance(description, dict):
+        return _from_attributes(validate_attributes(description, schema), t, specs, neg, max_tokens)
+    text, dropped = check_text(description, 'description', t['max_chars']), []
+    while clip_tokens(_fill(t, text, {}, specs), ends=False) > max_tokens and ' ' in text:
+        text, cut = text.rsplit(' ', 1); dropped.insert(0, cut)
+    plain = _fill(t, text, {}, specs)
+    return ForensicPrompt(plain, neg, plain, {}, clip_tokens(plain, ends=False),
+                          [' '.join(dropped)] if dropped else [])
