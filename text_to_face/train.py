@@ -6,8 +6,8 @@
 __all__ = ['LORA_TARGETS', 'TEXT_LORA_TARGETS', 'TrainConfig', 'lfw_dataset', 'read_split', 'SDParts', 'load_model', 'tokenize',
            'encode_ids', 'image_tensor', 'encode_images', 'model_key', 'encode_captions', 'LatentCache', 'CachedItems',
            'batch_indices', 'draw_step', 'Batch', 'diffusion_loss', 'step_inputs', 'add_lora', 'lora_state_dicts',
-           'kohya_metadata', 'save_lora', 'pipeline_of', 'sample_images', 'validation_loss', 'image_grid',
-           'checkpoints', 'optimizer_state', 'load_optimizer_state', 'NonFiniteLoss', 'Trainer', 'train',
+           'kohya_metadata', 'save_lora', 'pipeline_of', 'sample_images', 'decode_latents', 'validation_loss',
+           'image_grid', 'checkpoints', 'optimizer_state', 'load_optimizer_state', 'NonFiniteLoss', 'Trainer', 'train',
            'latent_distance', 'bench_train']
 
 # %% ../nbs/03_train.ipynb #2ffd849e
@@ -453,6 +453,17 @@ def sample_images(m, prompts, resolution, seed=0, steps=25, output_type='np'):
         out.append(images.float().cpu().numpy() if output_type == 'latent' else images)
     return np.concatenate(out)
 
+# %% ../nbs/03_train.ipynb #c869c4c1
+@torch.no_grad()
+def decode_latents(m, latents):
+    "Images (n, h, w, 3) in [0, 1] from latents, decoded in fp32 outside autocast (SDXL's VAE overflows in fp16)."
+    vae, dtype = m.vae, m.vae.dtype
+    x = torch.as_tensor(latents, device=vae.device).float() / vae.config.scaling_factor
+    with torch.autocast(vae.device.type, enabled=False):
+        images = vae.float().decode(x).sample
+    vae.to(dtype)
+    return (images / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
+
 # %% ../nbs/03_train.ipynb #ee789c41
 @torch.no_grad()
 def validation_loss(m, items, seed, batch_size=16):
@@ -661,7 +672,9 @@ def validate(self:Trainer, step:int):
     acc, c = self.acc, self.cfg
     with acc.autocast():  # frozen weights in half precision, adapters in fp32
         vloss = validation_loss(self.m, self.val_items, c.seed, c.batch_size)
-        images = sample_images(self.m, self.prompts, c.resolution, c.seed, c.validation_steps)
+        latents = sample_images(self.m, self.prompts, c.resolution, c.seed, c.validation_steps,
+                                'latent')
+    images = decode_latents(self.m, latents)
     image_grid(images).save(self.lora_dir/'validation'/f'step-{step:06d}.png')
     acc.log({'val_loss': vloss}, step=step)
     if acc.trackers:
