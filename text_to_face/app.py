@@ -26,18 +26,24 @@ def attribute_form(schema=None):
         if spec.get('type') == 'age': options = ['unknown'] + list(spec['bands'])
         elif spec.get('type') == 'marks': continue
         else: options = ['unknown'] + list(spec['values'])
-        fields[name] = W.Dropdown(options=options, value='unknown', description=name.replace('_', ' '),
+        fields[name] = W.Dropdown(options=options, value='unknown',
+                                  description=name.replace('_', ' '),
                                   layout=W.Layout(width='280px'))
     marks = schema['attributes'].get('marks', {})
-    fields['mark_type'] = W.Dropdown(options=['none'] + marks.get('types', []), description='mark', layout=W.Layout(width='280px'))
-    fields['mark_location'] = W.Dropdown(options=marks.get('locations', ['face']), description='on the', layout=W.Layout(width='280px'))
+    fields['mark_type'] = W.Dropdown(options=['none'] + marks.get('types', []), description='mark',
+                                     layout=W.Layout(width='280px'))
+    fields['mark_location'] = W.Dropdown(options=marks.get('locations', ['face']),
+                                         description='on the', layout=W.Layout(width='280px'))
     return fields
 
 # %% ../nbs/06_app.ipynb #df38f6e3
 def form_attributes(fields):
     "The attributes dict the form describes (unknowns left out)."
-    attrs = {k: w.value for k, w in fields.items() if not k.startswith('mark_') and w.value != 'unknown'}
-    if fields['mark_type'].value != 'none': attrs['marks'] = [{'type': fields['mark_type'].value, 'location': fields['mark_location'].value}]
+    attrs = {k: w.value for k,
+             w in fields.items() if not k.startswith('mark_') and w.value != 'unknown'}
+    if fields['mark_type'].value != 'none':
+        attrs['marks'] = [{'type': fields['mark_type'].value,
+                           'location': fields['mark_location'].value}]
     return attrs
 
 # %% ../nbs/06_app.ipynb #9e13b8b1
@@ -45,8 +51,10 @@ def check_rewrite(rewritten:str, # the text model's output
                   details:list): # words and phrases that must survive (the form's values)
     "The cleaned rewrite, or ValueError naming the details it lost."
     text = ' '.join(check_text(rewritten.strip(), 'rewritten description').split())
-    lost = [d for d in details if not re.search(rf'\b{re.escape(d)}\b', text, re.IGNORECASE)]  # whole words: 'man' is not in 'command'
-    if lost: raise ValueError(f'the rewrite lost {", ".join(lost)}; the template description is kept')
+    # whole words: 'man' is not in 'command'
+    lost = [d for d in details if not re.search(rf'\b{re.escape(d)}\b', text, re.IGNORECASE)]
+    if lost:
+        raise ValueError(f'the rewrite lost {", ".join(lost)}; the template description is kept')
     return text
 
 # %% ../nbs/06_app.ipynb #3b900e45
@@ -59,16 +67,20 @@ def rewrite_description(text:str, model:str, details:list=(), max_new_tokens:int
     from text_to_face.models import resolve_model
     path = resolve_model(model)
     tok, lm = AutoTokenizer.from_pretrained(path), AutoModelForCausalLM.from_pretrained(path)
-    chat = tok.apply_chat_template([{'role': 'user', 'content': REWRITE_PROMPT.format(text=text)}], add_generation_prompt=True, tokenize=False)
+    chat = tok.apply_chat_template([{'role': 'user', 'content': REWRITE_PROMPT.format(text=text)}],
+                                   add_generation_prompt=True, tokenize=False)
     inputs = tok(chat, return_tensors='pt', add_special_tokens=False)
     out = lm.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
-    return check_rewrite(tok.decode(out[0, inputs.input_ids.shape[1]:], skip_special_tokens=True), details)
+    return check_rewrite(tok.decode(out[0, inputs.input_ids.shape[1]:], skip_special_tokens=True),
+                         details)
 
 # %% ../nbs/06_app.ipynb #44c8cce2
 def candidate_tile(item, on_toggle):
     "A widget showing one candidate with its choose toggle and the AI label."
-    img = W.Image(value=Path(item['path']).read_bytes(), format='png', layout=W.Layout(width='150px', height='150px'))
-    choose = W.ToggleButton(value=bool(item.get('selected')), description='choose', icon='check', layout=W.Layout(width='150px'))
+    img = W.Image(value=Path(item['path']).read_bytes(), format='png',
+                  layout=W.Layout(width='150px', height='150px'))
+    choose = W.ToggleButton(value=bool(item.get('selected')), description='choose', icon='check',
+                            layout=W.Layout(width='150px'))
     choose.observe(lambda ch: on_toggle(item['id'], ch['new']), 'value')
     label = W.HTML(f'<small>#{item["id"]} · seed {item["record"]["request"]["seed"]}<br><b>{AI_LABEL}</b></small>')
     box = W.VBox([img, label, choose]); box.image_id, box.choose = item['id'], choose
@@ -81,15 +93,21 @@ class Dashboard:
         self.s, self.fields, self.job, self.busy, self.rewriter = session, attribute_form(), None, False, rewriter
         self.case_no, self.witness, self.operator = W.Text(description='case no.'), W.Text(description='witness'), W.Text(description='operator')
         self.open_btn = W.Button(description='Open case', button_style='primary')
-        self.free_text = W.Textarea(placeholder='anything the form cannot say', description='details', layout=W.Layout(width='560px'))
+        self.free_text = W.Textarea(placeholder='anything the form cannot say',
+                                    description='details', layout=W.Layout(width='560px'))
         self.describe_btn = W.Button(description='Describe')
-        self.rewrite_btn = W.Button(description='Rewrite (local model)', layout=W.Layout(display='' if rewriter else 'none'))
-        self.description = W.Textarea(layout=W.Layout(width='95%', height='70px'), description='prompt')
+        self.rewrite_btn = W.Button(description='Rewrite (local model)',
+                                    layout=W.Layout(display='' if rewriter else 'none'))
+        self.description = W.Textarea(layout=W.Layout(width='95%', height='70px'),
+                                      description='prompt')
         self.n = W.IntSlider(value=6, min=1, max=12, description='candidates')
-        self.strength = W.FloatSlider(value=0.15, min=0.02, max=0.6, step=0.01, description='variation')
-        self.generate_btn, self.evolve_btn = W.Button(description='Generate', button_style='success'), W.Button(description='Next generation')
+        self.strength = W.FloatSlider(value=0.15, min=0.02, max=0.6, step=0.01,
+                                      description='variation')
+        self.generate_btn, self.evolve_btn = W.Button(description='Generate',
+                                                      button_style='success'), W.Button(description='Next generation')
         self.refine_btn, self.final_btn = W.Button(description='Refine chosen'), W.Button(description='Mark final')
-        self.cancel_btn, self.export_btn = W.Button(description='Cancel', button_style='warning'), W.Button(description='Export case')
+        self.cancel_btn, self.export_btn = W.Button(description='Cancel',
+                                                    button_style='warning'), W.Button(description='Export case')
         self.progress, self.status = W.IntProgress(min=0, max=1, description='progress'), W.HTML()
         self.grid, self.history = W.GridBox(layout=W.Layout(grid_template_columns='repeat(6, 160px)')), W.Output()
         self.banner = W.HTML(banner)
@@ -123,7 +141,9 @@ def open_case(self:Dashboard):
 @patch
 def describe(self:Dashboard):
     "Turn the form and details into the prompt shown (and editable) in the description box."
-    try: self.description.value = self.s.describe(form_attributes(self.fields), self.free_text.value).plain
+    try:
+        self.description.value = self.s.describe(form_attributes(self.fields),
+                                                 self.free_text.value).plain
     except ValueError as e: self._error(e)
 
 @patch
@@ -136,7 +156,8 @@ def rewrite(self:Dashboard):
     def job():
         self.status.value = 'rewriting...'
         try:
-            self.description.value = rewrite_description(self.description.value, self.rewriter, details)
+            self.description.value = rewrite_description(self.description.value, self.rewriter,
+                                                         details)
             self.status.value = 'rewritten by the local model: check it before generating'
         except Exception as e: self._error(e)
     self.job = threading.Thread(target=job, daemon=True); self.job.start()
@@ -171,7 +192,8 @@ def run(self:Dashboard, work):
         self.status.value = 'generating...'
         try:
             items = work(progress)
-            self.grid.children = [candidate_tile(i, lambda iid, on: self.s.select([iid], on)) for i in items]
+            self.grid.children = [candidate_tile(i, lambda iid,
+                                                 on: self.s.select([iid], on)) for i in items]
             self.show_history()
             self.status.value = f'{len(items)} candidates' + (' (cancelled)' if self.s.cancel.is_set() else '')
         except Exception as e: self._error(f'{type(e).__name__}: {e}')
@@ -203,7 +225,9 @@ def show_history(self:Dashboard):
 def _mark_final(self:Dashboard):
     try: ids = self._chosen()
     except ValueError as e: self._error(e); return
-    self.s.mark_final(ids[0]); self.status.value = f'#{ids[0]} is the final composite'; self.show_history()
+    self.s.mark_final(ids[0])
+    self.status.value = f'#{ids[0]} is the final composite'
+    self.show_history()
 
 @patch
 def _export(self:Dashboard):
@@ -213,11 +237,16 @@ def _export(self:Dashboard):
 @patch
 def widget(self:Dashboard):
     "The whole dashboard as one widget, ready to display."
-    form = W.GridBox(list(self.fields.values()), layout=W.Layout(grid_template_columns='repeat(3, 290px)'))
+    form = W.GridBox(list(self.fields.values()),
+                     layout=W.Layout(grid_template_columns='repeat(3, 290px)'))
     return W.VBox([self.banner, W.HBox([self.case_no, self.witness, self.operator, self.open_btn]),
-                   W.HTML('<h3>Describe the face</h3>'), form, W.HBox([self.free_text, self.describe_btn, self.rewrite_btn]), self.description,
-                   W.HBox([self.n, self.generate_btn, self.cancel_btn, self.progress]), self.status, self.grid,
-                   W.HBox([self.strength, self.evolve_btn, self.refine_btn, self.final_btn, self.export_btn]),
+                   W.HTML('<h3>Describe the face</h3>'), form,
+                       W.HBox([self.free_text, self.describe_btn, self.rewrite_btn]),
+                           self.description,
+                   W.HBox([self.n, self.generate_btn, self.cancel_btn, self.progress]),
+                       self.status, self.grid,
+                   W.HBox([self.strength, self.evolve_btn, self.refine_btn, self.final_btn,
+                           self.export_btn]),
                    W.HTML('<h3>Case history</h3>'), self.history])
 
 # %% ../nbs/06_app.ipynb #1cb47c0e
@@ -226,7 +255,8 @@ def _banner(text, colour): return f'<div style="padding:8px;background:{colour};
 def dashboard(model:str='realvisxl4', # generator model: registry name, tiny-* or a folder
               lora:str=None, # LoRA file or folder, optionally PATH:WEIGHT
               data_dir:str=None, # where cases, images and the cache live (default ~/text_to_face/app)
-              size:int=None, steps:int=None, # generation settings (default: 320 px, 25 steps; 64 px, 4 steps on tiny models)
+              size:int=None,
+                  steps:int=None, # generation settings (default: 320 px, 25 steps; 64 px, 4 steps on tiny models)
               deep_cache:int=0, # DeepCache interval: 0 = off, 3 = faster previews (see 04_generate)
               rewriter:str=None): # optional local text model (folder or tiny-lm) that rewrites descriptions
     "Build the composite dashboard for `model`; show it with `display` (a Voila page shows the returned widget)."
@@ -234,13 +264,15 @@ def dashboard(model:str='realvisxl4', # generator model: registry name, tiny-* o
     data_dir = Path(data_dir or Path.home()/'text_to_face'/'app')
     try: resolve_model(model, allow_download=False); banner = ''
     except ModelNotFound as e:
-        banner = _banner(f'<b>{html.escape(str(e))}</b><br>Running the tiny demo model instead.', '#fdd')
+        banner = _banner(f'<b>{html.escape(str(e))}</b><br>Running the tiny demo model instead.',
+                         '#fdd')
         model = 'tiny-sd15'
     if model.startswith('tiny-'):
         banner = banner or _banner('<b>Demo model</b>: tiny random weights make noise-like images. Start with '
                                    '<code>t2f app --model realvisxl4</code> (or sd15, or a folder) for real faces.', '#ffd')
     tiny = model.startswith('tiny-')
-    s = CompositeSession(data_dir, model, [parse_lora(lora)] if lora else [], size=size or (64 if tiny else 320),
+    s = CompositeSession(data_dir, model, [parse_lora(lora)] if lora else [],
+                         size=size or (64 if tiny else 320),
                          steps=steps or (4 if tiny else 25), deep_cache=deep_cache)
     return Dashboard(s, banner, rewriter).widget()
 
@@ -324,13 +356,17 @@ def app(model:str='realvisxl4', # generator model: registry name, tiny-* or a fo
                                                               'set T2F_APP_TOKEN or use --token-file')
     data_dir = private_dir(Path(data_dir or Path.home()/'text_to_face'/'app').resolve())
     page = private_dir(data_dir/'page')/'dashboard.ipynb'  # alone in Voila's root: no case data beside it
-    code = PAGE.format(model=model, lora=lora, data_dir=str(data_dir), deep_cache=deep_cache, rewriter=rewriter)
+    code = PAGE.format(model=model, lora=lora, data_dir=str(data_dir), deep_cache=deep_cache,
+                       rewriter=rewriter)
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell('# text_to_face: composite dashboard'),
                                          nbformat.v4.new_code_cell(code)],
-                                  metadata={'kernelspec': {'name': 'python3', 'display_name': 'python3', 'language': 'python'}})
+                                  metadata={'kernelspec': {'name': 'python3',
+                                                           'display_name': 'python3', 'language': 'python'}})
     nbformat.write(nb, page); page.chmod(0o600)
-    cmd = [sys.executable, '-c', GUARDED_VOILA, str(page), f'--port={port}', f'--Voila.ip={host}', '--no-browser',
+    cmd = [sys.executable, '-c', GUARDED_VOILA, str(page), f'--port={port}', f'--Voila.ip={host}',
+           '--no-browser',
            '--VoilaConfiguration.file_allowlist=[]'] + (['--Voila.auto_token=True'] if secret else [])
     if dry_run: print(shlex.join(cmd)); return cmd
-    env = {k: v for k, v in os.environ.items() if k != 'T2F_APP_TOKEN'} | ({'JUPYTER_TOKEN': secret} if secret else {})
+    env = {k: v for k,
+           v in os.environ.items() if k != 'T2F_APP_TOKEN'} | ({'JUPYTER_TOKEN': secret} if secret else {})
     return serve(cmd, env)

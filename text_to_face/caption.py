@@ -35,7 +35,8 @@ def load_prompt(prompt:str='forensic-v1'): # a key of `PROMPTS`, or a text file 
     "The (id, text) of a prompt: a versioned built-in one, or a file's text with an id that hashes it."
     if prompt in PROMPTS: return prompt, PROMPTS[prompt]
     path = Path(prompt)
-    if not path.is_file(): raise ValueError(f'unknown prompt {prompt!r}: give one of {list(PROMPTS)} or a text file')
+    if not path.is_file():
+        raise ValueError(f'unknown prompt {prompt!r}: give one of {list(PROMPTS)} or a text file')
     text = path.read_text().strip()
     if not text: raise ValueError(f'prompt file {path} is empty')
     return f'{path.stem}-{params_hash(text, 8)}', text
@@ -48,8 +49,10 @@ def _parse_date(s):
 
 def age_of(meta:dict):
     "Age in years at the photo (admission date minus date of birth), else an `age` column, else None."
-    born, taken = _parse_date(meta.get('date_of_birth', '')), _parse_date(meta.get('admission_date', ''))
-    if born and taken and taken >= born: return taken.year - born.year - ((taken.month, taken.day) < (born.month, born.day))
+    born, taken = _parse_date(meta.get('date_of_birth',
+                                       '')), _parse_date(meta.get('admission_date', ''))
+    if born and taken and taken >= born:
+        return taken.year - born.year - ((taken.month, taken.day) < (born.month, born.day))
     try: return int(float(meta['age']))
     except (KeyError, ValueError, TypeError): return None
 
@@ -58,14 +61,16 @@ def age_band(age):
     return 'unknown' if age is None else f'{min(age // 10 * 10, 80)}s'
 
 # %% ../nbs/01_caption.ipynb #cae5b0b7
-SEX_WORDS = {'m': 'male', 'male': 'male', 'man': 'male', 'f': 'female', 'female': 'female', 'woman': 'female'}
+SEX_WORDS = {'m': 'male', 'male': 'male', 'man': 'male', 'f': 'female', 'female': 'female',
+             'woman': 'female'}
 FACE_PARTS = r'\b(face|facial|head|forehead|neck|throat|cheeks?|eyebrows?|brows?|eyes?|eyelids?|nose|lips?|mouth|chin|jaw|ears?|temples?|scalp)\b'
 
 def _val(meta, key):
     "The metadata value `key` as a stripped string; '' where missing or unknown."
     v = str(meta.get(key) if meta.get(key) is not None else '').strip()
     return '' if v.lower() in ('unknown', 'n/a', 'na', 'none', 'nan') else v
-DECADES = {2: 'twenties', 3: 'thirties', 4: 'forties', 5: 'fifties', 6: 'sixties', 7: 'seventies', 8: 'eighties'}
+DECADES = {2: 'twenties', 3: 'thirties', 4: 'forties', 5: 'fifties', 6: 'sixties', 7: 'seventies',
+           8: 'eighties'}
 
 def _sex(meta): return SEX_WORDS.get(_val(meta, 'sex').lower())
 
@@ -90,7 +95,8 @@ def attribute_clauses(meta:dict):
         his = {'male': 'his', 'female': 'her'}.get(sex, 'their')
         first += f' in {his} {DECADES[age // 10]}' if age // 10 in DECADES else f', {age} years old'
     clauses = [first] if (sex or who != 'person' or age is not None) else []
-    looks = [p for p in (_hair(_val(meta, 'hair')), f"{_val(meta, 'eyes').lower()} eyes" if _val(meta, 'eyes') else None) if p]
+    looks = [p for p in (_hair(_val(meta, 'hair')),
+                         f"{_val(meta, 'eyes').lower()} eyes" if _val(meta, 'eyes') else None) if p]
     if looks: clauses.append('with ' + ' and '.join(looks))
     if _val(meta, 'height'): clauses.append(_height(_val(meta, 'height')))
     if _val(meta, 'weight'): clauses.append(_weight(_val(meta, 'weight')))
@@ -116,9 +122,12 @@ PREAMBLES = [r"^(sure|certainly|of course|okay)[,!.]*\s*",
              r"^(?:in )?(?:the|this) (?:image|photo|photograph|picture|mugshot)(?: shows| depicts| features| presents| is of| contains)?\s*[,:]?\s*"]
 REFUSALS = r"\b(i'?m sorry|i cannot|i can't|i am unable|as an ai)\b"
 NAME_CUES = r"\b(?:named|called|name is|identified as|known as|(?:Mr|Mrs|Ms|Miss|Dr)\.?)\s+[A-Z][a-z]+"
-NOT_NAMES = {'african', 'american', 'middle', 'eastern', 'native', 'south', 'east', 'southeast', 'asian', 'hispanic', 'latino',
-             'latina', 'caucasian', 'european', 'indian', 'pacific', 'islander', 'arab', 'white', 'black', 'mugshot'}
-SENTENCE_STARTS = {'the', 'a', 'an', 'he', 'she', 'his', 'her', 'this', 'that', 'in', 'on', 'with', 'it', 'there', 'their', 'they', 'overall'}
+NOT_NAMES = {'african', 'american', 'middle', 'eastern', 'native', 'south', 'east', 'southeast',
+             'asian', 'hispanic', 'latino',
+             'latina', 'caucasian', 'european', 'indian', 'pacific', 'islander', 'arab', 'white',
+                 'black', 'mugshot'}
+SENTENCE_STARTS = {'the', 'a', 'an', 'he', 'she', 'his', 'her', 'this', 'that', 'in', 'on', 'with',
+                   'it', 'there', 'their', 'they', 'overall'}
 
 def strip_preamble(text:str):
     "`text` without the phrases models put before a description."
@@ -162,7 +171,8 @@ def clean_caption(raw:str, # the decoded model output
     "Strip preambles, drop named sentences, cut a truncated end; reject empty, refused, repetitive or cut-off outputs."
     text, notes = ' '.join(raw.split()), []
     if not text: return Cleaned('', 'empty')
-    if re.search(REFUSALS, sentences(text)[0], re.I): return Cleaned('', 'refusal')  # a refusal comes first
+    # a refusal comes first
+    if re.search(REFUSALS, sentences(text)[0], re.I): return Cleaned('', 'refusal')
     if is_repetitive(text): return Cleaned('', 'repetitive')
     if (s := strip_preamble(text)).lower() != text.lower(): notes.append('preamble stripped')
     text = s
@@ -171,16 +181,25 @@ def clean_caption(raw:str, # the decoded model output
         if not kept: return Cleaned('', 'truncated')
         text = ' '.join(kept); notes.append('cut to last full sentence')
     named = [s for s in sentences(text) if has_name(s)]
-    if named: text = ' '.join(s for s in sentences(text) if s not in named); notes.append(f'{len(named)} named sentence(s) removed')
-    if len(text.split()) < min_words: return Cleaned('', 'names only' if named else 'too short', tuple(notes))
+    if named:
+        text = ' '.join(s for s in sentences(text) if s not in named)
+        notes.append(f'{len(named)} named sentence(s) removed')
+    if len(text.split()) < min_words:
+        return Cleaned('', 'names only' if named else 'too short', tuple(notes))
     return Cleaned(text, '', tuple(notes))
 
 # %% ../nbs/01_caption.ipynb #d403b584
-SWAP_SEX = {'female': {'man': 'woman', 'men': 'women', 'male': 'female', 'he': 'she', 'his': 'her', 'him': 'her', 'boy': 'girl', 'gentleman': 'lady', 'himself': 'herself'},
-            'male': {'woman': 'man', 'women': 'men', 'female': 'male', 'she': 'he', 'her': 'his', 'hers': 'his', 'girl': 'boy', 'lady': 'gentleman', 'herself': 'himself'}}
-RACES = {'white': ('white', 'caucasian', 'european'), 'black': ('black', 'african american', 'african-american', 'african'),
-         'hispanic': ('hispanic', 'latino', 'latina', 'latinx'), 'asian': ('asian', 'east asian', 'south asian', 'indian', 'chinese', 'japanese', 'korean'),
-         'middle eastern': ('middle eastern', 'arab'), 'native american': ('native american', 'indigenous')}
+SWAP_SEX = {'female': {'man': 'woman', 'men': 'women', 'male': 'female', 'he': 'she', 'his': 'her',
+                       'him': 'her', 'boy': 'girl', 'gentleman': 'lady', 'himself': 'herself'},
+            'male': {'woman': 'man', 'women': 'men', 'female': 'male', 'she': 'he', 'her': 'his',
+                     'hers': 'his', 'girl': 'boy', 'lady': 'gentleman', 'herself': 'himself'}}
+RACES = {'white': ('white', 'caucasian', 'european'),
+         'black': ('black', 'african american', 'african-american', 'african'),
+         'hispanic': ('hispanic', 'latino', 'latina', 'latinx'),
+             'asian': ('asian', 'east asian', 'south asian', 'indian', 'chinese', 'japanese',
+                       'korean'),
+         'middle eastern': ('middle eastern', 'arab'),
+             'native american': ('native american', 'indigenous')}
 PERSON = r'(?=\s+(?:man|woman|male|female|person|individual|boy|girl|gentleman|lady|adult)\b)'
 COLOURS = r'(black|brown|blond|blonde|red|auburn|gray|grey|white|sandy|hazel|blue|green)'
 
@@ -194,19 +213,22 @@ def _fix_articles(text): return re.sub(r'\b([Aa])n? (?=(\w))', lambda m: m[1] + 
 def _race_claims(text):
     words = sorted((w for ws in RACES.values() for w in ws), key=len, reverse=True)
     return [(m, next(k for k, ws in RACES.items() if m[1].lower() in ws))
-            for m in re.finditer(r'\b(' + '|'.join(map(re.escape, words)) + r')' + PERSON, text, re.I)]
+            for m in re.finditer(r'\b(' + '|'.join(map(re.escape, words)) + r')' + PERSON, text,
+                                 re.I)]
 
 def _fix_sentence(s, meta, found):
     "`s` corrected to agree with `meta` (None when it cannot be); disagreeing attributes are added to `found`."
     original, sex, race, hair, eyes, age = s, _sex(meta), _val(meta, 'race'), _hair(_val(meta, 'hair')), _val(meta, 'eyes').lower(), age_of(meta)
-    if sex and re.search(r'\b(' + '|'.join(SWAP_SEX[sex]) + r')\b', s, re.I): found.add('sex'); s = _swap_words(s, SWAP_SEX[sex])
+    if sex and re.search(r'\b(' + '|'.join(SWAP_SEX[sex]) + r')\b', s, re.I):
+        found.add('sex'); s = _swap_words(s, SWAP_SEX[sex])
     if race.lower() in RACES:
         for m, claimed in reversed(_race_claims(s)):
             if claimed != race.lower(): found.add('race'); s = s[:m.start()] + race + s[m.end():]
     if hair and (m := re.search(COLOURS + r'((?:[\s,-]+(?!(?:eyes|and|with)\b)[\w-]+){0,2}\s+hair)\b', s, re.I)):
         said = m[1].lower().replace('grey', 'gray').replace('blonde', 'blond')
         if hair == 'a bald head': found.add('hair'); return None
-        if said != hair.split()[0]: found.add('hair'); s = s[:m.start(1)] + hair.split()[0] + s[m.end(1):]
+        if said != hair.split()[0]:
+            found.add('hair'); s = s[:m.start(1)] + hair.split()[0] + s[m.end(1):]
     if eyes and (m := re.search(COLOURS + r'(\s+eyes)\b', s, re.I)) and m[1].lower() != eyes:
         found.add('eyes'); s = s[:m.start(1)] + eyes + s[m.end(1):]
     if age is not None and (m := re.search(r'\b(' + '|'.join(DECADES.values()) + r')\b', s, re.I)) and m[1].lower() != DECADES.get(age // 10):
@@ -255,9 +277,12 @@ def finish_caption(raw:str, # decoded model output
     caption = ' '.join(t for t in (attr_text, vlm) if t)
     status = 'ok' if vlm else 'attributes-only' if attr_text else 'rejected'
     parts = [a + ',' for a in attrs[:-1]] + [attrs[-1] + '.'] if attrs else []
-    return {'file_name': meta['file_name'], 'caption': caption, 'text': training_caption(parts + clauses(vlm), max_tokens),
-            'status': status, 'reason': cleaned.reason or ('' if vlm else 'nothing left after correction'),
-            'notes': list(cleaned.notes), 'raw': raw, 'attributes': attr_text, 'disagreements': disagreements}
+    return {'file_name': meta['file_name'], 'caption': caption,
+            'text': training_caption(parts + clauses(vlm), max_tokens),
+            'status': status,
+                'reason': cleaned.reason or ('' if vlm else 'nothing left after correction'),
+            'notes': list(cleaned.notes), 'raw': raw, 'attributes': attr_text,
+                'disagreements': disagreements}
 
 # %% ../nbs/01_caption.ipynb #492f4e8c
 def load_captioner(model:str='llava-13b', # registry name, tiny-* name or local folder
@@ -268,14 +293,17 @@ def load_captioner(model:str='llava-13b', # registry name, tiny-* name or local 
     path, device = resolve_model(model), pick_device(device)
     processor = AutoProcessor.from_pretrained(path)
     processor.tokenizer.padding_side = 'left'
-    vlm = AutoModelForImageTextToText.from_pretrained(path, dtype=pick_dtype(device, dtype), attn_implementation='sdpa')
+    vlm = AutoModelForImageTextToText.from_pretrained(path, dtype=pick_dtype(device, dtype),
+                                                      attn_implementation='sdpa')
     return processor, vlm.to(device).eval()
 
 def chat_prompt(processor, text:str):
     "The model's chat-formatted prompt for one image and the instruction `text`."
     chat = [{'role': 'user', 'content': [{'type': 'image'}, {'type': 'text', 'text': text}]}]
-    if getattr(processor, 'chat_template', None): return processor.apply_chat_template(chat, add_generation_prompt=True)
-    return f'USER: <image>\n{text} ASSISTANT:'  # LLaVA-1.5's format, for processors saved without a template
+    if getattr(processor, 'chat_template', None):
+        return processor.apply_chat_template(chat, add_generation_prompt=True)
+    # LLaVA-1.5's format, for processors saved without a template
+    return f'USER: <image>\n{text} ASSISTANT:'
 
 # %% ../nbs/01_caption.ipynb #a3ae817d
 class FaceImages:
@@ -292,8 +320,10 @@ class Collate:
     def __init__(self, processor, prompt): self.processor, self.prompt = processor, prompt
     def __call__(self, items):
         ok = [(i, img) for i, img, err in items if img is not None]
-        inputs = self.processor(images=[img for _, img in ok], text=[self.prompt] * len(ok), return_tensors='pt', padding=True) if ok else None
-        return {'index': [i for i, _ in ok], 'inputs': inputs, 'errors': {i: err for i, _, err in items if err}}
+        inputs = self.processor(images=[img for _, img in ok], text=[self.prompt] * len(ok),
+                                return_tensors='pt', padding=True) if ok else None
+        return {'index': [i for i, _ in ok], 'inputs': inputs,
+                'errors': {i: err for i, _, err in items if err}}
 
 # %% ../nbs/01_caption.ipynb #50617ead
 @dataclass(frozen=True)
@@ -307,9 +337,11 @@ def generate_batch(processor, vlm, inputs, s:GenerationSettings, seed:int):
     "Decoded outputs of one batch of model inputs, and whether each ran into the token limit."
     import torch
     torch.manual_seed(seed)
-    sampling = dict(do_sample=True, temperature=s.temperature) if s.temperature > 0 else dict(do_sample=False)
+    sampling = dict(do_sample=True,
+                    temperature=s.temperature) if s.temperature > 0 else dict(do_sample=False)
     with torch.inference_mode():
-        out = vlm.generate(**inputs.to(vlm.device, dtype=vlm.dtype), max_new_tokens=s.max_new_tokens, **sampling)
+        out = vlm.generate(**inputs.to(vlm.device, dtype=vlm.dtype),
+                           max_new_tokens=s.max_new_tokens, **sampling)
     new = out[:, inputs['input_ids'].shape[1]:]
     eos = set(_as_list(vlm.generation_config.eos_token_id))
     hit_limit = [not any(t in eos for t in row.tolist()) for row in new]
@@ -322,14 +354,17 @@ def parse_shard(shard:str=None):
     "(index, count) from 'i/n', or (0, 1) for no sharding."
     if shard is None: return 0, 1
     m = re.fullmatch(r'\s*(\d+)\s*/\s*(\d+)\s*', str(shard))
-    if not m or not int(m[1]) < int(m[2]): raise ValueError(f"shard must be 'i/n' with 0 <= i < n, e.g. '0/4'; got {shard!r}")
+    if not m or not int(m[1]) < int(m[2]):
+        raise ValueError(f"shard must be 'i/n' with 0 <= i < n, e.g. '0/4'; got {shard!r}")
     return int(m[1]), int(m[2])
 
 def _process_share(index, count):
     "Under `accelerate launch` with P processes, shard i/n becomes shard i*P+p of n*P for process p."
     if int(os.environ.get('WORLD_SIZE', '1')) <= 1: return index, count, None
     from accelerate import PartialState
-    state = PartialState(cpu=os.environ.get('ACCELERATE_USE_CPU', '').lower() in ('1', 'true', 'yes'))  # `accelerate launch --cpu`
+    state = PartialState(cpu=os.environ.get('ACCELERATE_USE_CPU',
+                                            '').lower() in ('1', 'true',
+                                                            'yes'))  # `accelerate launch --cpu`
     return index * state.num_processes + state.process_index, count * state.num_processes, state
 
 # %% ../nbs/01_caption.ipynb #2626b5a5
@@ -346,8 +381,10 @@ def _caption_rows(faces, mine, path, settings, model, batch_size, workers, devic
     processor, vlm = load_captioner(model, device, dtype)
     prompt_id, prompt_text = load_prompt(settings['prompt'])
     s = GenerationSettings(**settings['generation'])
-    loader = DataLoader(FaceImages(faces, [m['file_name'] for m in mine]), batch_sampler=[b for _, b in todo],
-                        num_workers=workers, collate_fn=Collate(processor, chat_prompt(processor, prompt_text)))
+    loader = DataLoader(FaceImages(faces, [m['file_name'] for m in mine]),
+                        batch_sampler=[b for _, b in todo],
+                        num_workers=workers,
+                            collate_fn=Collate(processor, chat_prompt(processor, prompt_text)))
     with log.bar(range(len(mine)), name, progress, 'captions') as bar:
         for (k, ids), batch in zip(todo, loader):  # batch k of the fixed grid always samples with seed + k
             texts, limits = generate_batch(processor, vlm, batch['inputs'], s, s.seed + k) if batch['index'] else ([], [])
@@ -356,7 +393,8 @@ def _caption_rows(faces, mine, path, settings, model, batch_size, workers, devic
             for i in ids:
                 text, hit_limit = raw.get(i, ('', False))
                 row = finish_caption(text, mine[i], hit_limit)
-                if i in batch['errors']: row.update(status='rejected', reason=batch['errors'][i], text='', caption='')
+                if i in batch['errors']:
+                    row.update(status='rejected', reason=batch['errors'][i], text='', caption='')
                 rows.append({**row, 'model': model, 'prompt_id': prompt_id, 'seed': s.seed + k})
             bar.update(len(log.append(rows)))
 
@@ -365,7 +403,8 @@ def caption_summary(run_dir, rows):
     "Count statuses, reasons, repairs and disagreements of caption `rows`; write RUN/captions_summary.json."
     count = lambda xs: dict(sorted(Counter(xs).items()))
     summary = {'faces': len(rows), 'status': count(r['status'] for r in rows), 'reasons': count(r['reason'] for r in rows if r['reason']),
-               'notes': count(n for r in rows for n in r['notes']), 'disagreements': count(d for r in rows for d in r['disagreements']),
+               'notes': count(n for r in rows for n in r['notes']),
+                   'disagreements': count(d for r in rows for d in r['disagreements']),
                'max_text_tokens': max((clip_tokens(r['text']) for r in rows), default=0)}
     write_json(Path(run_dir)/'captions_summary.json', summary)
     return summary
@@ -376,12 +415,14 @@ def merge_captions(run_dir:str, # run directory holding captions-*-of-*.jsonl
     run = Path(run_dir)
     faces = read_jsonl(Path(faces_dir or run/'faces')/'metadata.jsonl')
     shards = sorted(run.glob('captions-*-of-*.jsonl'))
-    if not shards: raise FileNotFoundError(f'no captions-i-of-n.jsonl files in {run}; run `t2f caption --shard i/n` first')
+    if not shards:
+        raise FileNotFoundError(f'no captions-i-of-n.jsonl files in {run}; run `t2f caption --shard i/n` first')
     found = {}
     for p in shards:
         for r in repair_jsonl(p): found.setdefault(r['file_name'], r)
     missing = [f['file_name'] for f in faces if f['file_name'] not in found]
-    if missing: raise ValueError(f'{len(missing)} of {len(faces)} faces have no caption yet (first: {missing[0]}); finish every shard first')
+    if missing:
+        raise ValueError(f'{len(missing)} of {len(faces)} faces have no caption yet (first: {missing[0]}); finish every shard first')
     rows = [found[f['file_name']] for f in faces]
     write_jsonl(run/'captions.jsonl', rows)
     record_config(run, 'caption-merge', {'shards': [p.name for p in shards]})
@@ -404,19 +445,24 @@ def caption(faces_dir:str, # preprocess output folder (crops + metadata.jsonl)
             progress:bool=True): # show a progress bar
     "Caption every face in `faces_dir` with a vision-language model, corrected by its metadata; resume where a run stopped."
     faces = Path(faces_dir)
-    if not (faces/'metadata.jsonl').exists(): raise FileNotFoundError(f'{faces}/metadata.jsonl not found: run `t2f preprocess` first')
+    if not (faces/'metadata.jsonl').exists():
+        raise FileNotFoundError(f'{faces}/metadata.jsonl not found: run `t2f preprocess` first')
     if batch_size < 1: raise ValueError(f'batch_size must be at least 1, got {batch_size}')
     run, rows = Path(out) if out else faces.parent, read_jsonl(faces/'metadata.jsonl')
     index, count, state = _process_share(*parse_shard(shard))
     if state is not None and device is None: device = state.device
     load_prompt(prompt)  # a bad prompt fails before the model loads
-    settings = {'model': model, 'prompt': prompt, 'generation': asdict(GenerationSettings(max_new_tokens, temperature, seed)), 'batch_size': batch_size}
+    settings = {'model': model, 'prompt': prompt,
+                'generation': asdict(GenerationSettings(max_new_tokens, temperature, seed)),
+                    'batch_size': batch_size}
     path = _output_path(run, index, count)
     start_job(path, run/'.caption'/f'{path.stem}.json', settings, overwrite, inputs=[faces])
-    _caption_rows(faces, rows[index::count], path, settings, model, batch_size, workers, device, dtype, progress)
+    _caption_rows(faces, rows[index::count], path, settings, model, batch_size, workers, device,
+                  dtype, progress)
     if state is not None: state.wait_for_everyone()
     if state is not None and not state.is_main_process: return None
-    if shard is None and count > 1: summary = merge_captions(run, faces)  # accelerate's processes, one node: merge at once
+    # accelerate's processes, one node: merge at once
+    if shard is None and count > 1: summary = merge_captions(run, faces)
     elif count == 1: summary = caption_summary(run, read_jsonl(path))
     else: return {'shard': f'{index}/{count}', 'rows': len(read_jsonl(path))}
     record_config(run, 'caption', settings)
@@ -434,11 +480,15 @@ def bench_caption(model:str='tiny-llava', # captioner to time
     prompt = chat_prompt(processor, PROMPTS['forensic-v1'])
     images = [lfw_face(LFW_CLEAR[i % len(LFW_CLEAR)], 336, 30).convert('RGB') for i in range(n)]
     s = GenerationSettings(max_new_tokens=max_new_tokens, temperature=0)
-    vlm.generation_config.eos_token_id = None  # every caption gets max_new_tokens: both runs do the same work
+    # every caption gets max_new_tokens: both runs do the same work
+    vlm.generation_config.eos_token_id = None
     def run(bs):
         start = time.perf_counter()
         for k in range(0, n, bs):
-            generate_batch(processor, vlm, processor(images=images[k:k + bs], text=[prompt] * len(images[k:k + bs]), return_tensors='pt', padding=True), s, 0)
+            generate_batch(processor, vlm,
+                           processor(images=images[k:k + bs],
+                                     text=[prompt] * len(images[k:k + bs]), return_tensors='pt',
+                                         padding=True), s, 0)
         return n / (time.perf_counter() - start)
     run(2)  # warm-up
     rates = {'batch 1 loop (original)': run(1), f'batched ({batch_size})': run(batch_size)}

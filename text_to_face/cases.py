@@ -41,7 +41,8 @@ def _now(): return time.strftime('%Y-%m-%dT%H:%M:%S')
 def open_case(self:CaseStore, case_number:str, witness:str, operator:str=''):
     "The id of the case record of `witness` in `case_number`, created on first use."
     case_number, witness = (case_number or '').strip(), (witness or '').strip()
-    if not case_number or not witness: raise ValueError('a case needs a case number and a witness id')
+    if not case_number or not witness:
+        raise ValueError('a case needs a case number and a witness id')
     with closing(self._db()) as db, db:
         db.execute('insert or ignore into cases (case_number, witness, operator, created) values (?,?,?,?)',
                    (case_number, witness, operator, _now()))
@@ -73,7 +74,8 @@ def mark(self:CaseStore, case_id:int, image_ids, field='selected', value=True):
     assert field in ('selected', 'final')
     with closing(self._db()) as db, db:
         if field == 'final':  # a final of another case is refused before this case's final is cleared
-            stray = set(image_ids) - {i for (i,) in db.execute('select id from images where case_id=?', (case_id,))}
+            stray = set(image_ids) - {i for (i,
+                                             ) in db.execute('select id from images where case_id=?', (case_id,))}
             if stray: raise ValueError(f'image {min(stray)} is not in this case')
             db.execute('update images set final=0 where case_id=?', (case_id,))
         db.executemany(f'update images set {field}=? where id=? and case_id=?', [(int(value), i, case_id) for i in image_ids])
@@ -139,7 +141,8 @@ class CompositeSession:
                  deep_cache:int=0, # DeepCache interval (0 = off; 3 roughly halves the time per image, see 04_generate)
                  cache_ttl:float=3600): # seconds a cached image stays valid
         self.data_dir, self.model, self.loras = private_dir(data_dir), model, [tuple(l) for l in loras]
-        self.settings = dict(size=size, steps=steps, guidance=guidance, deep_cache=deep_cache)  # part of every request, so of its cache key
+        # part of every request, so of its cache key
+        self.settings = dict(size=size, steps=steps, guidance=guidance, deep_cache=deep_cache)
         self.store, self.cache = CaseStore(self.data_dir/'cases.db'), ImageCache(self.data_dir/'cache', ttl=cache_ttl)
         self.case_id, self.prompt, self.cancel, self._gen, self._lock = None, None, threading.Event(), None, threading.Lock()
         self.hits = 0  # images answered from the cache
@@ -157,7 +160,8 @@ def describe(self:CompositeSession, attributes:dict=None, text:str=''):
     attrs = {k: v for k, v in (attributes or {}).items() if v not in (None, '', 'unknown', [])}
     if not attrs: self.prompt = forensic_prompt(text); return self.prompt
     p = forensic_prompt(attrs)
-    if text and text.strip(): p.prompt, p.plain = f'{p.prompt}, {text.strip()}', f'{p.plain}, {text.strip()}'
+    if text and text.strip():
+        p.prompt, p.plain = f'{p.prompt}, {text.strip()}', f'{p.plain}, {text.strip()}'
     self.prompt = p; return p
 
 # %% ../nbs/cases.ipynb #941b51e9
@@ -167,7 +171,8 @@ def generator(self:CompositeSession):
     with self._lock:
         if self._gen is None:
             from text_to_face.generate import FaceGenerator
-            self._gen = FaceGenerator(self.model, loras=self.loras, deep_cache=self.settings['deep_cache'])
+            self._gen = FaceGenerator(self.model, loras=self.loras,
+                                      deep_cache=self.settings['deep_cache'])
         return self._gen
 
 # %% ../nbs/cases.ipynb #fa79ec5e
@@ -176,7 +181,8 @@ def _requests(self:CompositeSession, seeds, variation=None, init=None):
     "Requests for one array: `variation` is a list of (variation seed, strength); `init` an (image path, strength)."
     if self.prompt is None: raise ValueError('describe the face first')
     if self.case_id is None: raise ValueError('open a case first')
-    base = dict(model=self.model, loras=self.loras, prompt=self.prompt.prompt, negative=self.prompt.negative, **self.settings)
+    base = dict(model=self.model, loras=self.loras, prompt=self.prompt.prompt,
+                negative=self.prompt.negative, **self.settings)
     return [{**base, 'seed': int(s), 'variation': list(variation[i]) if variation else None,
              'init': [str(init[0]), init[1]] if init else None} for i, s in enumerate(seeds)]
 
@@ -185,14 +191,18 @@ def _requests(self:CompositeSession, seeds, variation=None, init=None):
 def _generate_batch(self:CompositeSession, requests:list, folder:Path):
     "Generate `requests` (one prompt and settings) as one batch where the generator allows it; their PNG paths."
     gen, r0, names = self.generator(), requests[0], [params_hash(r, 32) for r in requests]
-    common = dict(negative_prompt=r0['negative'], steps=r0['steps'], guidance=r0['guidance'], out_dir=folder)
+    common = dict(negative_prompt=r0['negative'], steps=r0['steps'], guidance=r0['guidance'],
+                  out_dir=folder)
     if r0['init']:  # a refinement: img2img from the chosen face, one call per seed
-        return [gen.refine(r['init'][0], r['prompt'], r['seed'], strength=r['init'][1], names=[n], **common)[0].path
+        return [gen.refine(r['init'][0], r['prompt'], r['seed'], strength=r['init'][1], names=[n],
+                           **common)[0].path
                 for r, n in zip(requests, names)]
     if r0['variation']:  # every bred candidate has its own variation seed: one call each
         return [gen.generate([r['prompt']], [r['seed']], size=r['size'], variation_seed=r['variation'][0],
-                             variation_strength=r['variation'][1], names=[n], **common)[0].path for r, n in zip(requests, names)]
-    return [g.path for g in gen.generate([r0['prompt']], [r['seed'] for r in requests], size=r0['size'], names=names, **common)]
+                             variation_strength=r['variation'][1], names=[n],
+                                 **common)[0].path for r, n in zip(requests, names)]
+    return [g.path for g in gen.generate([r0['prompt']], [r['seed'] for r in requests],
+                                         size=r0['size'], names=names, **common)]
 
 # %% ../nbs/cases.ipynb #2849506e
 @patch
@@ -219,7 +229,9 @@ def _render(self:CompositeSession, requests:list, progress=None, batch:int=3):
 @patch
 def _step(self:CompositeSession, kind, params, requests, progress):
     images = self._render(requests, progress)
-    ids = self.store.add_step(self.case_id, kind, {**params, 'prompt': self.prompt.plain, 'cancelled': len(images) < len(requests)}, images)
+    ids = self.store.add_step(self.case_id, kind,
+                              {**params, 'prompt': self.prompt.plain,
+                               'cancelled': len(images) < len(requests)}, images)
     return [{'id': i, 'path': p, 'record': r} for i, (p, r) in zip(ids, images)]
 
 # %% ../nbs/cases.ipynb #4cb1399a
@@ -266,7 +278,8 @@ def evolve(self:CompositeSession, n:int=6, strength:float=0.15, progress=None):
     last = max((h['step_id'] for h in hist), default=None)
     parents = [h['record']['request'] for h in hist if h['step_id'] == last and h['selected']]
     seeds, variation = breed(parents, n, strength, rng_seed=len(hist))
-    return self._step('evolve', {'n': n, 'strength': strength, 'parents': len(parents)}, self._requests(seeds, variation), progress)
+    return self._step('evolve', {'n': n, 'strength': strength, 'parents': len(parents)},
+                      self._requests(seeds, variation), progress)
 
 # %% ../nbs/cases.ipynb #34ac7247
 @patch
@@ -275,7 +288,8 @@ def refine(self:CompositeSession, image_id:int, strength:float=0.5, n:int=3, pro
     face = next((h for h in self.history() if h['id'] == image_id), None)
     if face is None: raise ValueError(f'image {image_id} is not in this case')
     seeds = [face['record']['request']['seed'] + k for k in range(n)]
-    return self._step('refine', {'n': n, 'strength': strength, 'from': image_id}, self._requests(seeds, init=(face['path'], strength)), progress)
+    return self._step('refine', {'n': n, 'strength': strength, 'from': image_id},
+                      self._requests(seeds, init=(face['path'], strength)), progress)
 
 # %% ../nbs/cases.ipynb #085dc035
 @patch
@@ -284,7 +298,8 @@ def mark_final(self:CompositeSession, image_id:int):
     self.store.mark(self.case_id, [image_id], 'final')
 
 # %% ../nbs/cases.ipynb #5b5fbedc
-@functools.lru_cache(maxsize=1024)  # images never change once written; redraws reuse their thumbnails
+# images never change once written; redraws reuse their thumbnails
+@functools.lru_cache(maxsize=1024)
 def _thumb(path, size=160):
     img = Image.open(path); img.thumbnail((size, size))
     buf = io.BytesIO(); img.save(buf, 'PNG'); return base64.b64encode(buf.getvalue()).decode()
@@ -297,14 +312,16 @@ def export(self:CompositeSession, dest): # folder to write the case export into
     (dest/'images').mkdir(parents=True, exist_ok=True)
     with closing(self.store._db()) as db:
         case = dict(db.execute('select * from cases where id=?', (self.case_id,)).fetchone())
-        steps = [dict(r) for r in db.execute('select * from steps where case_id=? order by id', (self.case_id,))]
+        steps = [dict(r) for r in db.execute('select * from steps where case_id=? order by id',
+                                             (self.case_id,))]
     parts = [f'<h1>Case {html.escape(case["case_number"])}, witness {html.escape(case["witness"])}</h1>',
              f'<p>Operator: {html.escape(case["operator"] or "")}. Opened {case["created"]}. Every image: <b>{AI_LABEL}</b>.</p>']
     for k, st in enumerate(steps, 1):
         params = json.loads(st['params'])
         parts.append(f'<h2>Step {k}: {st["kind"]} ({st["created"]})</h2><p>{html.escape(params.get("prompt", ""))}</p><div>')
         for h in (h for h in hist if h['step_id'] == st['id']):
-            name = f'{h["id"]:05d}.png'; (dest/'images'/name).write_bytes(Path(h['path']).read_bytes())
+            name = f'{h["id"]:05d}.png'
+            (dest/'images'/name).write_bytes(Path(h['path']).read_bytes())
             tag = ' FINAL' if h['final'] else ' chosen' if h['selected'] else ''
             parts.append(f'<figure class="{tag.strip()}"><img src="data:image/png;base64,{_thumb(h["path"])}" alt="{AI_LABEL}">'
                          f'<figcaption>#{h["id"]} seed {h["record"]["request"]["seed"]}{tag}<br>{AI_LABEL}</figcaption></figure>')
