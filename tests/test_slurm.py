@@ -103,3 +103,23 @@ def test_killed_training_job_resumes_when_resubmitted(cluster, tmp_path):
     train(tmp_path/'clean', **options)
     a, b = (load_file(r/'lora'/'pytorch_lora_weights.safetensors') for r in (tmp_path/'killed', tmp_path/'clean'))
     assert sorted(a) == sorted(b) and all(torch.equal(a[k], b[k]) for k in a)
+
+def test_train_multi_gpu_launch(cluster, tmp_path):
+    "Several GPUs: train.sbatch takes RUN alone, -p options (as on one GPU) and a parameter file, a port per job, and its CPUs."
+    import os, yaml
+    params = tmp_path/'train.yaml'; params.write_text(yaml.safe_dump({'options': {'model': 'sd15', 'steps': 40}}))
+    def launch(*args, job='4321'):
+        env = {**os.environ, 'SLURM_GPUS_ON_NODE': '4', 'SLURM_NNODES': '2', 'SLURM_JOB_ID': job, 'SLURM_CPUS_PER_TASK': '16',
+               'SLURM_JOB_NODELIST': 'gpu[01-02]', 'T2F_DRY_RUN': '1', 'T2F_REPO': str(ROOT)}
+        done = subprocess.run(['bash', 'slurm/train.sbatch', str(tmp_path/'run'), *args], env=env, capture_output=True,
+                              text=True, cwd=ROOT)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+    alone, with_p, both = launch(), launch('-p', 'model', 'sd15', '-p', 'flip', 'False'), launch(str(params), '-p', 'lr', '1e-4')
+    assert '--cpus-per-task=16' in alone and '--num_processes 8' in alone and '--main_process_ip gpu01' in alone
+    assert "'--model' 'sd15' '--no-flip'" in with_p, with_p
+    assert '--model sd15 --steps 40' in both and "'--lr' '1e-4'" in both, both
+    assert '--main_process_port 24321' in alone and '--main_process_port 21234' in launch(job='1234')  # a port per job
+    bad = subprocess.run(['bash', 'slurm/train.sbatch', str(tmp_path/'run'), '--steps', '5'], capture_output=True, text=True, cwd=ROOT,
+                         env={**os.environ, 'SLURM_GPUS_ON_NODE': '2', 'SLURM_JOB_ID': '1', 'T2F_DRY_RUN': '1', 'T2F_REPO': str(ROOT)})
+    assert bad.returncode == 2 and 'expected -p NAME VALUE' in bad.stderr

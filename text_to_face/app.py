@@ -13,6 +13,7 @@ from fastcore.basics import patch
 from .schema import load_schema, forensic_prompt, check_text, _allowed
 from .generate import parse_lora
 from .cases import *
+from .core import trained_lora
 from .cases import _thumb  # a private name: `import *` leaves it out
 
 # %% ../nbs/06_app.ipynb #a0bd59ed
@@ -337,8 +338,9 @@ PAGE = '''import os
 from text_to_face.app import dashboard
 dashboard(model={model!r}, lora={lora!r}, data_dir={data_dir!r}, deep_cache={deep_cache!r}, rewriter={rewriter!r})'''
 
-def app(model:str='realvisxl4', # generator model: registry name, tiny-* or a folder
-        lora:str=None, # LoRA file or folder, optionally PATH:WEIGHT
+def app(model:str=None, # generator model: registry name, tiny-* or a folder (default: the run's, else realvisxl4)
+        lora:str=None, # LoRA file or folder, optionally PATH:WEIGHT (default: the run's)
+        run:str=None, # a run directory: serve the model and LoRA it trained
         port:int=8866, # port to serve on
         host:str='127.0.0.1', # address to bind; another than localhost needs a token
         token:str=None, # refused: `ps` would show it to every user; set T2F_APP_TOKEN or use --token-file
@@ -351,6 +353,10 @@ def app(model:str='realvisxl4', # generator model: registry name, tiny-* or a fo
     import nbformat
     if token is not None: raise ValueError('a token on the command line is visible to every user in `ps`: '
                                            'set T2F_APP_TOKEN or use --token-file')
+    if run is not None:  # what the run trained, where the caller did not name it
+        base, trained = trained_lora(run) if model is None or lora is None else (model, None)
+        model, lora = model or base, lora or str(trained)
+    model = model or 'realvisxl4'
     secret = read_token(token_file)
     if not secret and not is_loopback(host): raise ValueError(f'serving on {host} needs a token: '
                                                               'set T2F_APP_TOKEN or use --token-file')

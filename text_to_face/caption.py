@@ -31,6 +31,7 @@ PROMPTS = {
         "Only describe what is visible. Never give a name or guess who the person is."),
 }
 
+# %% ../nbs/01_caption.ipynb #480dbfde
 def load_prompt(prompt:str='forensic-v1'): # a key of `PROMPTS`, or a text file holding the prompt
     "The (id, text) of a prompt: a versioned built-in one, or a file's text with an id that hashes it."
     if prompt in PROMPTS: return prompt, PROMPTS[prompt]
@@ -56,6 +57,7 @@ def age_of(meta:dict):
     try: return int(float(meta['age']))
     except (KeyError, ValueError, TypeError): return None
 
+# %% ../nbs/01_caption.ipynb #f08688b9
 def age_band(age):
     "The decade of `age` as a label ('30s'), or 'unknown'."
     return 'unknown' if age is None else f'{min(age // 10 * 10, 80)}s'
@@ -63,8 +65,10 @@ def age_band(age):
 # %% ../nbs/01_caption.ipynb #cae5b0b7
 SEX_WORDS = {'m': 'male', 'male': 'male', 'man': 'male', 'f': 'female', 'female': 'female',
              'woman': 'female'}
-FACE_PARTS = r'\b(face|facial|head|forehead|neck|throat|cheeks?|eyebrows?|brows?|eyes?|eyelids?|nose|lips?|mouth|chin|jaw|ears?|temples?|scalp)\b'
+FACE_PARTS = (r'\b(face|facial|head|forehead|neck|throat|cheeks?|eyebrows?|brows?|eyes?|eyelids?|nose|lips?|'
+              r'mouth|chin|jaw|ears?|temples?|scalp)\b')
 
+# %% ../nbs/01_caption.ipynb #915c2bd6
 def _val(meta, key):
     "The metadata value `key` as a stripped string; '' where missing or unknown."
     v = str(meta.get(key) if meta.get(key) is not None else '').strip()
@@ -72,14 +76,17 @@ def _val(meta, key):
 DECADES = {2: 'twenties', 3: 'thirties', 4: 'forties', 5: 'fifties', 6: 'sixties', 7: 'seventies',
            8: 'eighties'}
 
+# %% ../nbs/01_caption.ipynb #36e02eac
 def _sex(meta): return SEX_WORDS.get(_val(meta, 'sex').lower())
 
+# %% ../nbs/01_caption.ipynb #8959c6a1
 def _hair(value):
     v = value.strip().lower()
     if not v: return None
     if 'bald' in v: return 'a bald head'
     return ('gray' if 'gray' in v or 'grey' in v else 'blond' if 'blond' in v else v) + ' hair'
 
+# %% ../nbs/01_caption.ipynb #da1a51db
 def face_marks(marks:str):
     "The marks (separated by ';') that are on the head, face or neck."
     return [m.strip() for m in str(marks or '').split(';') if re.search(FACE_PARTS, m, re.I)]
@@ -103,14 +110,17 @@ def attribute_clauses(meta:dict):
     clauses += face_marks(_val(meta, 'marks'))
     return clauses
 
+# %% ../nbs/01_caption.ipynb #c54538bd
 def _height(h):
     m = re.match(r"\s*(\d+)\s*'\s*(\d+)?", str(h))
     return f"{m[1]} ft {m[2] or 0} in tall" if m else f'{str(h).strip()} tall'
 
 def _weight(w):
     m = re.match(r'\s*(\d+)\s*(lbs?|kg)?', str(w).lower())
-    return f"weighing {m[1]} {'kg' if m[2] == 'kg' else 'lb'}" if m else f'weighing {str(w).strip()}'
+    if not m: return f'weighing {str(w).strip()}'
+    return f"weighing {m[1]} {'kg' if m[2] == 'kg' else 'lb'}"
 
+# %% ../nbs/01_caption.ipynb #89867e2a
 def attribute_caption(meta:dict):
     "One sentence from the metadata columns of a face, or '' when none is known."
     clauses = attribute_clauses(meta)
@@ -118,10 +128,15 @@ def attribute_caption(meta:dict):
 
 # %% ../nbs/01_caption.ipynb #76f6e3e0
 PREAMBLES = [r"^(sure|certainly|of course|okay)[,!.]*\s*",
-             r"^here(?:'s| is) (?:a |an |the )?(?:\w+ )?description(?: of (?:the|this) \w+)?\s*[:.]\s*",
-             r"^(?:in )?(?:the|this) (?:image|photo|photograph|picture|mugshot)(?: shows| depicts| features| presents| is of| contains)?\s*[,:]?\s*"]
+             r"^here(?:'s| is) (?:a |an |the )?(?:\w+ )?description"
+             r"(?: of (?:the|this) \w+)?\s*[:.]\s*",
+             r"^(?:in )?(?:the|this) (?:image|photo|photograph|picture|mugshot)"
+             r"(?: shows| depicts| features| presents| is of| contains)?\s*[,:]?\s*"]
 REFUSALS = r"\b(i'?m sorry|i cannot|i can't|i am unable|as an ai)\b"
-NAME_CUES = r"\b(?:named|called|name is|identified as|known as|(?:Mr|Mrs|Ms|Miss|Dr)\.?)\s+[A-Z][a-z]+"
+NAME_CUES = (r"\b(?:named|called|name is|identified as|known as|(?:Mr|Mrs|Ms|Miss|Dr)\.?)"
+             r"\s+[A-Z][a-z]+")
+
+# %% ../nbs/01_caption.ipynb #a9629efd
 NOT_NAMES = {'african', 'american', 'middle', 'eastern', 'native', 'south', 'east', 'southeast',
              'asian', 'hispanic', 'latino',
              'latina', 'caucasian', 'european', 'indian', 'pacific', 'islander', 'arab', 'white',
@@ -129,6 +144,7 @@ NOT_NAMES = {'african', 'american', 'middle', 'eastern', 'native', 'south', 'eas
 SENTENCE_STARTS = {'the', 'a', 'an', 'he', 'she', 'his', 'her', 'this', 'that', 'in', 'on', 'with',
                    'it', 'there', 'their', 'they', 'overall'}
 
+# %% ../nbs/01_caption.ipynb #c9b9388c
 def strip_preamble(text:str):
     "`text` without the phrases models put before a description."
     while True:
@@ -137,10 +153,12 @@ def strip_preamble(text:str):
         if new == text: return text[:1].upper() + text[1:]
         text = new
 
+# %% ../nbs/01_caption.ipynb #e983289f
 def sentences(text:str):
     "`text` split into sentences (each keeps its final punctuation)."
     return [s for s in re.split(r'(?<=[.!?])\s+', text.strip()) if s]
 
+# %% ../nbs/01_caption.ipynb #d28c035e
 def has_name(sentence:str):
     "Whether `sentence` names a person."
     if re.search(NAME_CUES, sentence): return True
@@ -156,8 +174,10 @@ def is_repetitive(text:str, n:int=4, max_repeats:int=2, min_distinct:float=0.3):
     words = re.findall(r"[a-z0-9']+", text.lower())
     if len(words) < 8: return False
     grams = [' '.join(words[i:i + n]) for i in range(len(words) - n + 1)]
-    return max(grams.count(g) for g in set(grams)) > max_repeats or len(set(words)) / len(words) < min_distinct
+    return (max(grams.count(g) for g in set(grams)) > max_repeats
+            or len(set(words)) / len(words) < min_distinct)
 
+# %% ../nbs/01_caption.ipynb #3ee4e793
 @dataclass
 class Cleaned:
     "A model output after post-processing."
@@ -165,6 +185,7 @@ class Cleaned:
     reason:str='' # why it was rejected ('' when kept)
     notes:tuple=() # repairs made
 
+# %% ../nbs/01_caption.ipynb #d6462619
 def clean_caption(raw:str, # the decoded model output
                   hit_limit:bool=False, # whether generation stopped at the token limit rather than at its end token
                   min_words:int=4): # shorter captions are rejected
@@ -200,14 +221,18 @@ RACES = {'white': ('white', 'caucasian', 'european'),
                        'korean'),
          'middle eastern': ('middle eastern', 'arab'),
              'native american': ('native american', 'indigenous')}
+
+# %% ../nbs/01_caption.ipynb #2ba159ec
 PERSON = r'(?=\s+(?:man|woman|male|female|person|individual|boy|girl|gentleman|lady|adult)\b)'
 COLOURS = r'(black|brown|blond|blonde|red|auburn|gray|grey|white|sandy|hazel|blue|green)'
 
+# %% ../nbs/01_caption.ipynb #82d95f99
 def _swap_words(text, table):
     def repl(m): w = table[m[0].lower()]; return w.capitalize() if m[0][0].isupper() else w
     return re.sub(r'\b(' + '|'.join(table) + r')\b', repl, text, flags=re.I)
 
-def _fix_articles(text): return re.sub(r'\b([Aa])n? (?=(\w))', lambda m: m[1] + ('n ' if m[2].lower() in 'aeiou' else ' '), text)
+def _fix_articles(text):
+    return re.sub(r'\b([Aa])n? (?=(\w))', lambda m: m[1] + ('n ' if m[2].lower() in 'aeiou' else ' '), text)
 
 # %% ../nbs/01_caption.ipynb #9b329f3c
 def _race_claims(text):
@@ -216,25 +241,30 @@ def _race_claims(text):
             for m in re.finditer(r'\b(' + '|'.join(map(re.escape, words)) + r')' + PERSON, text,
                                  re.I)]
 
+# %% ../nbs/01_caption.ipynb #8ed86a68
 def _fix_sentence(s, meta, found):
     "`s` corrected to agree with `meta` (None when it cannot be); disagreeing attributes are added to `found`."
-    original, sex, race, hair, eyes, age = s, _sex(meta), _val(meta, 'race'), _hair(_val(meta, 'hair')), _val(meta, 'eyes').lower(), age_of(meta)
+    original, sex, race = s, _sex(meta), _val(meta, 'race')
+    hair, eyes, age = _hair(_val(meta, 'hair')), _val(meta, 'eyes').lower(), age_of(meta)
     if sex and re.search(r'\b(' + '|'.join(SWAP_SEX[sex]) + r')\b', s, re.I):
         found.add('sex'); s = _swap_words(s, SWAP_SEX[sex])
     if race.lower() in RACES:
         for m, claimed in reversed(_race_claims(s)):
             if claimed != race.lower(): found.add('race'); s = s[:m.start()] + race + s[m.end():]
-    if hair and (m := re.search(COLOURS + r'((?:[\s,-]+(?!(?:eyes|and|with)\b)[\w-]+){0,2}\s+hair)\b', s, re.I)):
+    hair_said = COLOURS + r'((?:[\s,-]+(?!(?:eyes|and|with)\b)[\w-]+){0,2}\s+hair)\b'
+    if hair and (m := re.search(hair_said, s, re.I)):
         said = m[1].lower().replace('grey', 'gray').replace('blonde', 'blond')
         if hair == 'a bald head': found.add('hair'); return None
         if said != hair.split()[0]:
             found.add('hair'); s = s[:m.start(1)] + hair.split()[0] + s[m.end(1):]
     if eyes and (m := re.search(COLOURS + r'(\s+eyes)\b', s, re.I)) and m[1].lower() != eyes:
         found.add('eyes'); s = s[:m.start(1)] + eyes + s[m.end(1):]
-    if age is not None and (m := re.search(r'\b(' + '|'.join(DECADES.values()) + r')\b', s, re.I)) and m[1].lower() != DECADES.get(age // 10):
+    if (age is not None and (m := re.search(r'\b(' + '|'.join(DECADES.values()) + r')\b', s, re.I))
+            and m[1].lower() != DECADES.get(age // 10)):
         found.add('age'); s = s[:m.start()] + DECADES.get(age // 10, f'{age}s') + s[m.end():]
     return _fix_articles(s) if s != original else s
 
+# %% ../nbs/01_caption.ipynb #9e519893
 def merge_attributes(vlm_caption:str, # a cleaned model caption
                      meta:dict): # the face's metadata columns
     "The model caption corrected by `meta`, and the sorted list of attributes on which they disagreed."
@@ -297,6 +327,7 @@ def load_captioner(model:str='llava-13b', # registry name, tiny-* name or local 
                                                       attn_implementation='sdpa')
     return processor, vlm.to(device).eval()
 
+# %% ../nbs/01_caption.ipynb #d7dbeea1
 def chat_prompt(processor, text:str):
     "The model's chat-formatted prompt for one image and the instruction `text`."
     chat = [{'role': 'user', 'content': [{'type': 'image'}, {'type': 'text', 'text': text}]}]
@@ -315,6 +346,7 @@ class FaceImages:
             with Image.open(self.faces_dir/self.names[i]) as img: return i, img.convert('RGB'), ''
         except Exception as e: return i, None, f'unreadable image: {type(e).__name__}'
 
+# %% ../nbs/01_caption.ipynb #6d5841ad
 class Collate:
     "Turn a list of decoded faces into model inputs, in the DataLoader worker."
     def __init__(self, processor, prompt): self.processor, self.prompt = processor, prompt
@@ -333,6 +365,7 @@ class GenerationSettings:
     temperature:float=0.7 # the original's temperature; 0 = greedy decoding
     seed:int=0 # seed of the first batch; batch k uses seed + k
 
+# %% ../nbs/01_caption.ipynb #e7ffcafd
 def generate_batch(processor, vlm, inputs, s:GenerationSettings, seed:int):
     "Decoded outputs of one batch of model inputs, and whether each ran into the token limit."
     import torch
@@ -358,6 +391,7 @@ def parse_shard(shard:str=None):
         raise ValueError(f"shard must be 'i/n' with 0 <= i < n, e.g. '0/4'; got {shard!r}")
     return int(m[1]), int(m[2])
 
+# %% ../nbs/01_caption.ipynb #212f41b4
 def _process_share(index, count):
     "Under `accelerate launch` with P processes, shard i/n becomes shard i*P+p of n*P for process p."
     if int(os.environ.get('WORLD_SIZE', '1')) <= 1: return index, count, None
@@ -368,7 +402,8 @@ def _process_share(index, count):
     return index * state.num_processes + state.process_index, count * state.num_processes, state
 
 # %% ../nbs/01_caption.ipynb #2626b5a5
-def _output_path(run, index, count): return run/('captions.jsonl' if count == 1 else f'captions-{index}-of-{count}.jsonl')
+def _output_path(run, index, count):
+    return run/('captions.jsonl' if count == 1 else f'captions-{index}-of-{count}.jsonl')
 
 
 # %% ../nbs/01_caption.ipynb #deef5b40
@@ -387,7 +422,8 @@ def _caption_rows(faces, mine, path, settings, model, batch_size, workers, devic
                             collate_fn=Collate(processor, chat_prompt(processor, prompt_text)))
     with log.bar(range(len(mine)), name, progress, 'captions') as bar:
         for (k, ids), batch in zip(todo, loader):  # batch k of the fixed grid always samples with seed + k
-            texts, limits = generate_batch(processor, vlm, batch['inputs'], s, s.seed + k) if batch['index'] else ([], [])
+            texts, limits = (generate_batch(processor, vlm, batch['inputs'], s, s.seed + k)
+                             if batch['index'] else ([], []))
             raw = {i: (t, l) for i, t, l in zip(batch['index'], texts, limits)}
             rows = []
             for i in ids:
@@ -402,13 +438,15 @@ def _caption_rows(faces, mine, path, settings, model, batch_size, workers, devic
 def caption_summary(run_dir, rows):
     "Count statuses, reasons, repairs and disagreements of caption `rows`; write RUN/captions_summary.json."
     count = lambda xs: dict(sorted(Counter(xs).items()))
-    summary = {'faces': len(rows), 'status': count(r['status'] for r in rows), 'reasons': count(r['reason'] for r in rows if r['reason']),
+    summary = {'faces': len(rows), 'status': count(r['status'] for r in rows),
+               'reasons': count(r['reason'] for r in rows if r['reason']),
                'notes': count(n for r in rows for n in r['notes']),
                    'disagreements': count(d for r in rows for d in r['disagreements']),
                'max_text_tokens': max((clip_tokens(r['text']) for r in rows), default=0)}
     write_json(Path(run_dir)/'captions_summary.json', summary)
     return summary
 
+# %% ../nbs/01_caption.ipynb #cf1eebff
 def merge_captions(run_dir:str, # run directory holding captions-*-of-*.jsonl
                    faces_dir:str=None): # the preprocess output folder (default: RUN/faces)
     "Join the shard files of a caption job into RUN/captions.jsonl, in the order of faces/metadata.jsonl."
@@ -416,13 +454,15 @@ def merge_captions(run_dir:str, # run directory holding captions-*-of-*.jsonl
     faces = read_jsonl(Path(faces_dir or run/'faces')/'metadata.jsonl')
     shards = sorted(run.glob('captions-*-of-*.jsonl'))
     if not shards:
-        raise FileNotFoundError(f'no captions-i-of-n.jsonl files in {run}; run `t2f caption --shard i/n` first')
+        raise FileNotFoundError(f'no captions-i-of-n.jsonl files in {run}; '
+                                'run `t2f caption --shard i/n` first')
     found = {}
     for p in shards:
         for r in repair_jsonl(p): found.setdefault(r['file_name'], r)
     missing = [f['file_name'] for f in faces if f['file_name'] not in found]
     if missing:
-        raise ValueError(f'{len(missing)} of {len(faces)} faces have no caption yet (first: {missing[0]}); finish every shard first')
+        raise ValueError(f'{len(missing)} of {len(faces)} faces have no caption yet '
+                         f'(first: {missing[0]}); finish every shard first')
     rows = [found[f['file_name']] for f in faces]
     write_jsonl(run/'captions.jsonl', rows)
     record_config(run, 'caption-merge', {'shards': [p.name for p in shards]})

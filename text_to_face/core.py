@@ -7,7 +7,7 @@ __all__ = ['STAGES', 'atomic_write', 'dumps', 'write_json', 'read_json', 'append
            'repair_jsonl', 'params_hash', 'file_hash', 'write_manifest', 'check_manifest', 'shareable', 'record_config',
            'changed_settings', 'check_overwrite', 'JobLog', 'guard_settings', 'start_job', 'fingerprint', 'Stage',
            'stage_arguments', 'stage_function', 'parameters', 'stage_state', 'run_stage', 'stage_current',
-           'cpu_has_bf16', 'pick_device', 'cuda_dtype', 'pick_dtype']
+           'trained_lora', 'cpu_has_bf16', 'pick_device', 'cuda_dtype', 'pick_dtype']
 
 # %% ../nbs/core.ipynb #26bad470
 import contextlib, hashlib, inspect, json, os, platform, shutil, time
@@ -35,7 +35,7 @@ def atomic_write(path, # file to create or replace
 
 # %% ../nbs/core.ipynb #229308d5
 def dumps(obj, indent=None):
-    "Serialise `obj` to JSON deterministically: sorted keys, no NaN, paths and numpy values as plain JSON."
+    "`obj` as deterministic JSON: sorted keys, no NaN, paths and numpy values as plain JSON."
     return json.dumps(obj, indent=indent, sort_keys=True, allow_nan=False, default=_to_json,
                       ensure_ascii=False)
 
@@ -68,14 +68,14 @@ def write_jsonl(path, rows):
     return Path(path)
 
 def read_jsonl(path):
-    "The rows of a JSONL file; a missing file has none, and a last line without its newline is dropped."
+    "The rows of a JSONL file; a missing file has none; a last line without its newline is dropped."
     path = Path(path)
     if not path.exists(): return []
     lines = path.read_text(encoding='utf-8').split('\n')
     return [json.loads(l) for l in lines[:-1] if l.strip()]
 
 def repair_jsonl(path):
-    "Cut a partial last line (left by a killed writer) off the JSONL file `path`; return the rows kept."
+    "Cut a partial last line (a killed writer's) off the JSONL file `path`; the rows kept."
     path = Path(path)
     if not path.exists(): return []
     data = path.read_bytes()
@@ -110,7 +110,7 @@ def write_manifest(folder, # the folder whose files to record
 
 # %% ../nbs/core.ipynb #3a55c97f
 def check_manifest(folder, name:str='manifest.json'):
-    "Raise a clear ValueError unless the files under `folder` are exactly those of its manifest, unchanged."
+    "Raise a clear ValueError unless `folder` holds exactly its manifest's files, unchanged."
     folder, want = Path(folder), read_json(Path(folder)/name)
     if want is None:
         raise ValueError(f'{folder} has no {name}, so its files cannot be checked: refusing to load it')
@@ -122,7 +122,7 @@ def check_manifest(folder, name:str='manifest.json'):
 
 # %% ../nbs/core.ipynb #f8355e02
 def shareable(path): # a file, or a folder whose files to change
-    "Give `path`'s files the mode the owner's umask gives new files (safetensors writes 0600); `path`."
+    "Give `path`'s files the mode the owner's umask gives new files (not 0600); `path`."
     mask = os.umask(0); os.umask(mask)  # reading the umask means setting it
     for f in [Path(path)] if Path(path).is_file() else Path(path).rglob('*'):
         if f.is_file(): os.chmod(f, 0o666 & ~mask)
@@ -162,7 +162,7 @@ def check_overwrite(out, # the folder an overwrite would delete
 
 # %% ../nbs/core.ipynb #1bee642a
 class JobLog:
-    "The log of a resumable job: one JSONL row per finished item, read back (and repaired) on a restart."
+    "A resumable job's log: a JSONL row per finished item, read back (and repaired) on a restart."
     def __init__(self, path, # the JSONL file; the first `append` creates it
                  key): # row -> the key of the item it finishes (None: a row about something else)
         self.path, self.key = Path(path), key
@@ -195,12 +195,12 @@ def bar(self:JobLog, items, key=noop, progress:bool=True, desc:str=None):
 def grid(self:JobLog, items, # every item of the job, in a fixed order
          key=noop, # item -> its key in the log
          batch_size:int=1): # items per batch
-    "`(k, batch)` for each batch `k` of the fixed grid over `items` that holds an item not logged yet."
+    "`(k, batch)` for each batch `k` of the fixed grid over `items` with an item not logged yet."
     return [(k, b) for k, b in enumerate(chunked(items, batch_size)) if self.pending(b, key)]
 
 @patch
 def todo(self:JobLog, items, key=noop, batch_size:int=1, progress:bool=True, desc:str=None):
-    "Yield the batches of `grid`, with a progress bar (labelled `desc`) that counts what gets logged."
+    "Yield the batches of `grid`, with a progress bar (`desc`) that counts what gets logged."
     with self.bar(items, key, progress, desc) as bar:
         for k, batch in self.grid(items, key, batch_size):
             before = len(self.done); yield k, batch; bar.update(len(self.done) - before)
@@ -208,9 +208,9 @@ def todo(self:JobLog, items, key=noop, batch_size:int=1, progress:bool=True, des
 # %% ../nbs/core.ipynb #2ab2efd8
 def guard_settings(path, # JSON file keeping the settings the job started with
                    settings:dict, # this run's settings
-                   what=None, # the output they belong to, named in the message (default: the file's folder)
+                   what=None, # the output they belong to, for the message (default: the file's folder)
                    ignore=()): # settings a restart may change, e.g. the number of steps
-    "Save `settings` at `path` on a job's first run; refuse a restart with other settings, listing each difference."
+    "Save `settings` at `path` on a first run; refuse a restart with others, listing each difference."
     if changed := changed_settings(read_json(path), settings, ignore):
         raise ValueError(f'{what or Path(path).parent} was made with other settings {changed}; use a new output or --overwrite')
     write_json(path, settings)
@@ -233,7 +233,7 @@ def start_job(out, # the file or folder the job writes; `overwrite` deletes it
 # %% ../nbs/core.ipynb #1ef9f41a
 def fingerprint(*paths, # files or folders; None or a missing path counts as empty
                 small:int=1<<20): # files up to this many bytes count by content
-    "A short hash of what is under `paths`: file names and sizes, and contents (small files) or modification times."
+    "A short hash of what is under `paths`: file names, sizes, and contents (small) or times (large)."
     found = []
     for root in (Path(p) for p in paths if p is not None):
         for f in sorted(root.rglob('*')) if root.is_dir() else [root] if root.exists() else []:
@@ -266,14 +266,14 @@ STAGES = {  # in the order they run
                    {'run_dir': ''}, ('dataset',),
                    defaults={'resume': True}),
     'generate': Stage('text_to_face.generate:generate', 'generated/generated.jsonl',
-                      {'out': 'generated'},
+                      {'run': ''},
                       given=('lora', 'csv')),
     'evaluate': Stage('text_to_face.evaluate:evaluate', 'eval/report.json', {'run_dir': ''},
                       ('dataset/val', 'lora/pytorch_lora_weights.safetensors'), ('lora',))}
 
 # %% ../nbs/core.ipynb #e2a4478e
 def stage_arguments(name:str, run_dir, options:dict=None):
-    "The keyword arguments of stage `name`'s function: its places in `run_dir`, its job defaults, then `options`."
+    "Stage `name`'s keyword arguments: its places in `run_dir`, its job defaults, then `options`."
     s = STAGES[name]
     return {**{k: str(Path(run_dir)/v) for k, v in s.places.items()}, **s.defaults,
             **(options or {})}
@@ -286,7 +286,7 @@ def stage_function(name:str):
     return getattr(importlib.import_module(module), func)
 
 def parameters(func):
-    "The documented parameters of `func`; a `**options` annotated with a dataclass stands for that class's fields."
+    "The documented parameters of `func`; `**options` annotated with a dataclass stands for its fields."
     from fastcore.docments import docments
     found = {}
     for name, d in docments(func, full=True, returns=False).items():
@@ -312,7 +312,7 @@ def stage_state(name:str, run_dir, options:dict=None):
 def run_stage(name:str, # a stage of `STAGES`
               run_dir, # the run directory
               options:dict=None): # the stage function's other arguments
-    "Run stage `name` on `run_dir` with `options`; record its arguments and inputs for `stage_current`."
+    "Run stage `name` on `run_dir` with `options`; record its arguments and inputs."
     state = stage_state(name, run_dir, options)
     result = stage_function(name)(**stage_arguments(name, run_dir, options))
     write_json(Path(run_dir)/'.stages'/f'{name}.json',
@@ -320,9 +320,19 @@ def run_stage(name:str, # a stage of `STAGES`
     return result
 
 def stage_current(name:str, run_dir, options:dict=None):
-    "Whether stage `name` ran on `run_dir` with these arguments and inputs, and its output is still there."
+    "Whether stage `name` ran on `run_dir` with these arguments and inputs, and its output is there."
     done = read_json(Path(run_dir)/'.stages'/f'{name}.json') or {}
     return (Path(run_dir)/STAGES[name].output).exists() and {k: done.get(k) for k in ('arguments', 'inputs')} == stage_state(name, run_dir, options)
+
+# %% ../nbs/core.ipynb #122cd465
+def trained_lora(run_dir): # a run directory that `t2f train` wrote
+    "The base model a run trained its LoRA on, and the LoRA file."
+    lora = Path(run_dir)/'lora'/'pytorch_lora_weights.safetensors'
+    params = read_json(lora.parent/'params.json')
+    if params is None or not lora.is_file():
+        raise FileNotFoundError(f'{run_dir} holds no trained LoRA (lora/params.json and {lora.name}): '
+                                f'run `t2f train {run_dir}` first, or name the model and LoRA')
+    return params['model'], lora
 
 # %% ../nbs/core.ipynb #beb1acb2
 def cpu_has_bf16(cpuinfo='/proc/cpuinfo'):
@@ -350,6 +360,7 @@ def pick_dtype(device, # a torch device
     if isinstance(dtype, str) and dtype not in names:
         raise ValueError(f'dtype must be fp32, fp16 or bf16, got {dtype!r}')
     if dtype is not None: return names[dtype] if isinstance(dtype, str) else dtype
-    if torch.device(device).type == 'cuda':  # the device's properties: no tensor made on GPU 0 by every rank
+    # from the device's properties: no tensor made on GPU 0 by every rank to find out
+    if torch.device(device).type == 'cuda':
         return cuda_dtype(torch.cuda.get_device_capability(torch.device(device)))
     return torch.bfloat16 if cpu_has_bf16() else torch.float32

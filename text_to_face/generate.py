@@ -7,7 +7,7 @@ __all__ = ['SCHEDULERS', 'STATEMENT', 'WATERMARK_BITS', 'WATERMARK_METHOD', 'WAT
            'MAX_SIZE', 'GENERATOR_ARGS', 'cached_file_hash', 'model_hash', 'make_scheduler', 'slerp', 'initial_noise',
            'a1111_parameters', 'parse_parameters', 'save_png', 'read_record', 'add_watermark', 'read_watermark',
            'check_lora', 'GeneratedImage', 'FaceGenerator', 'check_request', 'check_sources', 'generator_for',
-           'regenerate_image', 'generate_images', 'generate_csv', 'parse_lora', 'generate', 'regenerate']
+           'regenerate_image', 'lora_file', 'generate_images', 'generate_csv', 'parse_lora', 'generate', 'regenerate']
 
 # %% ../nbs/04_generate.ipynb #9b7e5cff
 import dataclasses, math, os, platform, sys, time, unicodedata
@@ -201,7 +201,7 @@ class FaceGenerator:
         self.model, self.folder = str(model), resolve_model(str(model))
         self.family, self.device = model_family(self.folder), pick_device(device)
         self.dtype, self.fuse = pick_dtype(self.device, dtype), fuse
-        self.loras = [(Path(p), float(w)) for p, w in loras]
+        self.loras = [(lora_file(p), float(w)) for p, w in loras]
         self.pipe = self._load()
         self.model_hash, self._embeds, self._img2img = model_hash(self.folder), {}, None
 
@@ -407,6 +407,12 @@ def regenerate_image(path, gen:FaceGenerator=None, out_dir=None, name:str=None):
         append_jsonl(Path(out_dir)/'generated.jsonl', [g.record])
     return g
 
+# %% ../nbs/04_generate.ipynb #cfeddf58
+def lora_file(path): # a LoRA file, or a folder holding pytorch_lora_weights.safetensors
+    "The LoRA file `path` names: itself, or the diffusers file in the folder."
+    path = Path(path)
+    return path/'pytorch_lora_weights.safetensors' if path.is_dir() else path
+
 # %% ../nbs/04_generate.ipynb #04195efd
 _LAST = {}
 GENERATOR_ARGS = ('device', 'dtype', 'fuse', 'speed', *OPTIONS)  # what FaceGenerator takes
@@ -495,9 +501,10 @@ def _description(description, attributes):
 def generate(description:str=None, # what the face looks like, in words (or use --attributes or --csv)
              attributes:str=None, # attributes as JSON/YAML text or file (see the schema), instead of a description
              csv:str=None, # batch mode: CSV with a prompt/caption column and optional seed column
-             model:str='realvisxl4', # realvisxl4, sdxl, sd15, tiny-sd15, tiny-sdxl, or a model folder
+             run:str=None, # a run directory: its trained model and LoRA (unless given), and RUN/generated
+             model:str=None, # realvisxl4, sdxl, sd15, tiny-sd15, tiny-sdxl, or a folder (default: the run's, else realvisxl4)
              lora:list=None, # LoRA files as PATH or PATH:weight
-             out:str='generated', # output folder (RUN/generated for a run)
+             out:str=None, # output folder (default: RUN/generated with --run, else ./generated)
              n:int=4, # candidates per description, made as one batch
              seed:int=0, # seed of the first candidate; the others follow (seed+1, ...)
              negative:str=None, # extra negative prompt terms
@@ -515,11 +522,14 @@ def generate(description:str=None, # what the face looks like, in words (or use 
              pack_weights:bool=True, # CPU: weights kept in oneDNN's layout (1.25x faster; a second copy of the weights in memory)
              progress:bool=True): # show a progress bar (batch mode)
     "Generate face images from a description (or a CSV of them), with provenance, into `out`."
+    if run is not None:  # what the run trained, where the caller did not name it
+        base, trained = trained_lora(run) if model is None or lora is None else (model, None)
+        model, lora, out = model or base, [str(trained)] if lora is None else lora, out or str(Path(run)/'generated')
+    model, out = model or 'realvisxl4', out or 'generated'
     gen = FaceGenerator(model, [parse_lora(l) for l in lora or []], device=device, dtype=dtype,
                         fuse=fuse, deep_cache=deep_cache, pack_weights=pack_weights)
     kw = dict(size=size, steps=steps, guidance=guidance, scheduler=scheduler, variation_seed=variation_seed, variation_strength=variation_strength)
-    if Path(out).name == 'generated' and Path(out).parent != Path('.'):
-        record_config(Path(out).parent, 'generate', dict(model=model, lora=lora, **kw))
+    if run is not None: record_config(run, 'generate', dict(model=model, lora=lora, **kw))
     if csv: return generate_csv(gen, csv, out, seed=seed, template=not raw, progress=progress, **kw)
     fp = forensic_prompt(_description(description, attributes), negative) if not raw else None
     if fp and fp.dropped: print(f'left out to fit {fp.tokens} tokens: {fp.dropped}')

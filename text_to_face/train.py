@@ -41,6 +41,7 @@ class TrainConfig:
     lr_scheduler:str=None
     warmup_steps:int=None # warm-up steps of the schedule (SDXL 100, SD 1.5 0)
     steps:int=None # optimizer steps (SDXL 2715, SD 1.5 5000)
+    epochs:float=None # passes over the training set, instead of steps
     validate_every:int=None # steps between validations (SDXL 225, SD 1.5 500; 0: never)
     checkpoint_every:int=None # steps between checkpoints (SDXL 450, SD 1.5 500)
     keep_checkpoints:int=None # newest checkpoints to keep (10)
@@ -558,6 +559,9 @@ class Trainer:
         self.run, self.cfg = Path(run_dir), config.resolved()
         self.rows = read_split(self.run/'dataset'/'train'), read_split(self.run/'dataset'/'val')
         self.lora_dir, self.acc = self.run/'lora', _accelerator(self.cfg, self.run/'lora')
+        if self.cfg.epochs:  # steps that make `epochs` passes over the training set at the global batch
+            per_step = self.cfg.batch_size * self.cfg.grad_accum * self.acc.num_processes
+            self.cfg = replace(self.cfg, steps=max(1, math.ceil(self.cfg.epochs * len(self.rows[0]) / per_step)))
         self.settings, self.start = {**asdict(self.cfg), 'processes': self.acc.num_processes}, 0
 
 # %% ../nbs/03_train.ipynb #9f4daf3f
@@ -697,6 +701,7 @@ def checkpoint(self:Trainer, step:int):
         tensors, saved = optimizer_state(self.opt)
         save_file(tensors, tmp/'optimizer.safetensors'); write_json(tmp/'optimizer.json', saved)
         write_json(tmp/'scheduler.json', self.sched.state_dict())
+        save_lora(self.m, self.cfg, tmp, self.run.resolve().name)  # loadable as it is: --lora RUN/lora/checkpoints/checkpoint-N
         # fp16's loss scale
         if acc.scaler is not None: write_json(tmp/'scaler.json', acc.scaler.state_dict())
         write_json(tmp/'step.json', {'step': step}); write_manifest(shareable(tmp))
