@@ -40,8 +40,8 @@ def attribute_form(schema=None):
 # %% ../nbs/06_app.ipynb #df38f6e3
 def form_attributes(fields):
     "The attributes dict the form describes (unknowns left out)."
-    attrs = {k: w.value for k,
-             w in fields.items() if not k.startswith('mark_') and w.value != 'unknown'}
+    attrs = {k: w.value
+             for k, w in fields.items() if not k.startswith('mark_') and w.value != 'unknown'}
     if fields['mark_type'].value != 'none':
         attrs['marks'] = [{'type': fields['mark_type'].value,
                            'location': fields['mark_location'].value}]
@@ -373,6 +373,6 @@ def app(model:str=None, # generator model: registry name, tiny-* or a folder (de
            '--no-browser',
            '--VoilaConfiguration.file_allowlist=[]'] + (['--Voila.auto_token=True'] if secret else [])
     if dry_run: print(shlex.join(cmd)); return cmd
-    env = {k: v for k,
-           v in os.environ.items() if k != 'T2F_APP_TOKEN'} | ({'JUPYTER_TOKEN': secret} if secret else {})
+    env = {k: v for k, v in os.environ.items() if k != 'T2F_APP_TOKEN'}
+    env |= {'JUPYTER_TOKEN': secret} if secret else {}
     return serve(cmd, env)

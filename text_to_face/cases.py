@@ -74,8 +74,8 @@ def mark(self:CaseStore, case_id:int, image_ids, field='selected', value=True):
     assert field in ('selected', 'final')
     with closing(self._db()) as db, db:
         if field == 'final':  # a final of another case is refused before this case's final is cleared
-            stray = set(image_ids) - {i for (i,
-                                             ) in db.execute('select id from images where case_id=?', (case_id,))}
+            ids = {i for (i,) in db.execute('select id from images where case_id=?', (case_id,))}
+            stray = set(image_ids) - ids
             if stray: raise ValueError(f'image {min(stray)} is not in this case')
             db.execute('update images set final=0 where case_id=?', (case_id,))
         db.executemany(f'update images set {field}=? where id=? and case_id=?', [(int(value), i, case_id) for i in image_ids])

@@ -278,8 +278,8 @@ def check_request(prompts, seeds, size, steps, guidance, negative_prompt=None, v
 # %% ../nbs/04_generate.ipynb #1b5f5987
 @patch_to(FaceGenerator)
 def _record(self, request:dict):
-    loras = [{'path': str(p), 'name': p.stem, 'sha256': cached_file_hash(p), 'weight': w} for p,
-             w in self.loras]
+    loras = [{'path': str(p), 'name': p.stem, 'sha256': cached_file_hash(p), 'weight': w}
+             for p, w in self.loras]
     made = dict(request, model=self.model, model_hash=self.model_hash, family=self.family,
                 loras=loras, fused=self.fuse,
                 dtype=DTYPE_NAMES[self.dtype], device=self.device.type,

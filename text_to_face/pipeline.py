@@ -142,9 +142,8 @@ def submit_slurm(cfg:dict, repo=None, stages=None):
     slurm, jobs, prev = cfg.get('slurm') or {}, [], None
     names = {'partition': 'partition', 'account': 'account', 'qos': 'qos', 'cpus': 'cpus-per-task',
              'mem': 'mem', 'time': 'time'}
-    extra = [f'--{opt}={slurm[k]}' for k,
-             opt in names.items() if k in slurm] + [f'--chdir={repo}',
-                                                    f'--export=ALL,T2F_REPO={repo}']
+    extra = [f'--{opt}={slurm[k]}' for k, opt in names.items() if k in slurm]
+    extra += [f'--chdir={repo}', f'--export=ALL,T2F_REPO={repo}']
     for stage in [s for s in STAGES if s in cfg and (not stages or s in stages)]:
         params = run/'.pipeline'/f'{stage}.yaml'; params.parent.mkdir(parents=True, exist_ok=True)
         params.write_text(yaml.safe_dump(_papermill_params(cfg, stage)))

@@ -360,8 +360,10 @@ def process_photo(src, # the photo
     return {**row, 'timing': t}
 
 # %% ../nbs/00_preprocess.ipynb #ef31938b
+# HEIC, AVIF and JPEG 2000 have no decoder here, but are listed all the same: a photo found is
+# either kept or rejected with its reason in rejects.csv, never skipped in silence
 PHOTO_SUFFIXES = {'.jpg', '.jpeg', '.jfif', '.png', '.bmp', '.gif', '.tif', '.tiff', '.webp',
-                  '.pgm', '.ppm'}
+                  '.pgm', '.ppm', '.heic', '.heif', '.avif', '.jp2'}
 
 # %% ../nbs/00_preprocess.ipynb #b6c18551
 def list_photos(input_dir, exclude=None):

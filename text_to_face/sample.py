@@ -52,8 +52,8 @@ def broken_files():
 # %% ../nbs/sample.ipynb #7acf349c
 def _mode_variants():
     "Photos in the image modes a decoder must convert to RGB: L, LA, P, RGBA, CMYK, I;16, plus an EXIF-rotated JPEG."
-    faces = {m: lfw_face(i) for i,
-             m in zip(LFW_CLEAR[6:], ['L', 'LA', 'P', 'RGBA', 'CMYK', 'I;16', 'EXIF'])}
+    faces = {m: lfw_face(i)
+             for i, m in zip(LFW_CLEAR[6:], ['L', 'LA', 'P', 'RGBA', 'CMYK', 'I;16', 'EXIF'])}
     exif = Image.Exif(); exif[0x0112] = 6  # orientation 6: turn 90 degrees clockwise to display
     return {'gray.png': faces['L'], 'gray_alpha.png': faces['LA'].convert('LA'),
             'palette.png': faces['P'].convert('P'), 'rgba.png': faces['RGBA'].convert('RGBA'),

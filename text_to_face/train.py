@@ -378,8 +378,8 @@ def lora_state_dicts(m):
     from peft.utils import get_peft_model_state_dict
     nets = {'unet': _unwrap(m.unet), 'text_encoder': _unwrap(m.text_encoders[0])}
     if len(m.text_encoders) > 1: nets['text_encoder_2'] = _unwrap(m.text_encoders[1])
-    return {k: get_peft_model_state_dict(net) for k,
-            net in nets.items() if getattr(net, 'peft_config', None)}
+    return {k: get_peft_model_state_dict(net)
+            for k, net in nets.items() if getattr(net, 'peft_config', None)}
 
 def kohya_metadata(m, p, extra=None):
     "kohya-style `ss_*` header entries (all strings) describing the training run `p`."
@@ -420,8 +420,8 @@ def save_lora(m, p, lora_dir, name, extra=None):
     os.replace(shareable(work/'pytorch_lora_weights.safetensors'),
                Path(lora_dir)/'pytorch_lora_weights.safetensors')
     shutil.rmtree(work)
-    kohya = convert_state_dict_to_kohya({f'{k}.{key}': v for k, sd in sds.items() for key,
-                                         v in sd.items()})
+    kohya = convert_state_dict_to_kohya({f'{k}.{key}': v
+                                         for k, sd in sds.items() for key, v in sd.items()})
     kohya = {k: torch.tensor(float(p.alpha)) if k.endswith('.alpha') else v.contiguous() for k, v in kohya.items()}
     with atomic_write(Path(lora_dir)/f'{name}_kohya.safetensors', 'wb') as f:
         f.write(save(kohya, metadata=kohya_metadata(m, p, extra)))
@@ -503,10 +503,10 @@ def checkpoints(folder):
 def optimizer_state(opt):
     "An optimizer's state as tensors (for safetensors) and JSON-ready values: nothing that needs pickle."
     sd = opt.state_dict()
-    tensors = {f'{i}.{k}': v.contiguous() for i, s in sd['state'].items() for k,
-               v in s.items() if torch.is_tensor(v)}
-    values = {f'{i}.{k}': v for i, s in sd['state'].items() for k,
-              v in s.items() if not torch.is_tensor(v)}
+    tensors = {f'{i}.{k}': v.contiguous()
+               for i, s in sd['state'].items() for k, v in s.items() if torch.is_tensor(v)}
+    values = {f'{i}.{k}': v
+              for i, s in sd['state'].items() for k, v in s.items() if not torch.is_tensor(v)}
     return tensors, {'param_groups': sd['param_groups'], 'values': values}
 
 def load_optimizer_state(opt, tensors, saved):
@@ -775,9 +775,8 @@ def train(run_dir:str, # run directory: reads RUN/dataset/{train,val}, writes RU
     t.load().cache(progress).resume(resume)
     if t.acc.is_main_process:
         record_config(t.run, 'train', {**t.settings, 'cache': t.counts})
-        t.acc.init_trackers('train',
-                            config={k: v for k,
-                                    v in t.settings.items() if isinstance(v, (int, float, str, bool))})
+        scalars = {k: v for k, v in t.settings.items() if isinstance(v, (int, float, str, bool))}
+        t.acc.init_trackers('train', config=scalars)  # TensorBoard takes scalar settings only
     result = t.fit(progress)
     t.acc.end_training()
     return result
