@@ -232,7 +232,8 @@ def start_job(out, # the file or folder the job writes; `overwrite` deletes it
 
 # %% ../nbs/core.ipynb #1ef9f41a
 def fingerprint(*paths, # files or folders; None or a missing path counts as empty
-                small:int=1<<20): # files up to this many bytes count by content
+                small:int=1<<16): # files up to this many bytes count by content (configs, CSVs; not photos:
+                                  # an archive's photos are read whole only by the stage itself)
     "A short hash of what is under `paths`: file names, sizes, and contents (small) or times (large)."
     found = []
     for root in (Path(p) for p in paths if p is not None):
