@@ -31,7 +31,7 @@ def test_help_and_user_errors(tmp_path):
     assert top.returncode == 0 and 'preprocess' in top.stdout
     for name in ['preprocess', 'demo', 'bench', 'readme']:
         assert sh(f't2f {name} --help', tmp_path).returncode == 0
-    bad = sh('t2f preprocess no-such-folder out', tmp_path)
+    bad = sh('t2f preprocess run no-such-folder', tmp_path)
     assert bad.returncode == 2 and bad.stderr.strip() == 't2f preprocess: error: input folder no-such-folder does not exist'
     assert sh('t2f preprocess', tmp_path).returncode == 2  # missing arguments: argparse's usage message
 

@@ -7,8 +7,9 @@ __all__ = ['PROMPTS', 'SEX_WORDS', 'FACE_PARTS', 'DECADES', 'PREAMBLES', 'REFUSA
            'SWAP_SEX', 'RACES', 'PERSON', 'COLOURS', 'load_prompt', 'age_of', 'age_band', 'face_marks',
            'attribute_clauses', 'attribute_caption', 'strip_preamble', 'sentences', 'has_name', 'is_repetitive',
            'Cleaned', 'clean_caption', 'merge_attributes', 'clauses', 'training_caption', 'finish_caption',
-           'load_captioner', 'chat_prompt', 'FaceImages', 'Collate', 'GenerationSettings', 'generate_batch',
-           'parse_shard', 'caption_summary', 'merge_captions', 'caption', 'bench_caption']
+           'captioner_memory', 'check_gpu_memory', 'load_captioner', 'chat_prompt', 'FaceImages', 'Collate',
+           'GenerationSettings', 'generate_batch', 'parse_shard', 'caption_summary', 'merge_captions', 'caption',
+           'bench_caption']
 
 # %% ../nbs/01_caption.ipynb #c91566fc
 import json, math, os, re, time, warnings
@@ -314,18 +315,54 @@ def finish_caption(raw:str, # decoded model output
             'notes': list(cleaned.notes), 'raw': raw, 'attributes': attr_text,
                 'disagreements': disagreements}
 
+# %% ../nbs/01_caption.ipynb #8556aac4
+def captioner_memory(path, # a captioner folder (config.json and safetensors weights)
+                     dtype_bytes:int=2, # bytes per value: 2 in fp16 and bf16
+                     max_new_tokens:int=150): # longest caption
+    "GPU bytes of the captioner's weights, and of the KV cache of one image of a batch."
+    from safetensors import safe_open
+    from transformers import AutoConfig
+    params = 0
+    for f in Path(path).glob('*.safetensors'):
+        with safe_open(f, 'pt') as w:
+            params += sum(math.prod(w.get_slice(k).get_shape()) for k in w.keys())
+    cfg = AutoConfig.from_pretrained(path); text = cfg.text_config
+    head_dim = getattr(text, 'head_dim', None) or text.hidden_size // text.num_attention_heads
+    kv_heads = getattr(text, 'num_key_value_heads', None) or text.num_attention_heads
+    tokens = getattr(cfg, 'image_seq_length', 576) + 64 + max_new_tokens  # image, prompt, caption
+    per_token = 2 * text.num_hidden_layers * kv_heads * head_dim * dtype_bytes  # keys and values
+    return params * dtype_bytes, per_token * tokens
+
+# %% ../nbs/01_caption.ipynb #e60b4109
+def check_gpu_memory(path, device, dtype, batch_size:int, max_new_tokens:int):
+    "Raise a clear error, before loading, if the captioner and a batch exceed the GPU's free memory."
+    import torch
+    if torch.device(device).type != 'cuda': return
+    free = torch.cuda.mem_get_info(torch.device(device))[0]
+    weights, per_image = captioner_memory(path, torch.finfo(dtype).bits // 8, max_new_tokens)
+    if weights + batch_size * per_image <= free: return
+    gb, fits = lambda b: f'{b / 1e9:.1f} GB', int((free - weights) // per_image)
+    advice = f'use --batch-size {fits}' if fits > 0 else 'use a GPU with more memory, or --model llava-7b'
+    raise ValueError(f'{Path(path).name} needs {gb(weights)} of GPU memory for its weights and '
+                     f'{gb(per_image)} per image ({gb(weights + batch_size * per_image)} at batch '
+                     f'{batch_size}); {device} has {gb(free)} free: {advice}')
+
 # %% ../nbs/01_caption.ipynb #492f4e8c
 def load_captioner(model:str='llava-13b', # registry name, tiny-* name or local folder
                    device=None, # torch device (default: CUDA if available)
-                   dtype=None): # 'fp32', 'fp16', 'bf16' (default: the project's policy)
-    "The processor and model of a vision-language captioner, ready to generate."
+                   dtype=None, # 'fp32', 'fp16', 'bf16' (default: the project's policy)
+                   batch_size:int=1, # images per generate call, for the memory check on a GPU
+                   max_new_tokens:int=150): # longest caption, for the memory check
+    "The processor and model of a vision-language captioner, on `device` and ready to generate."
     from transformers import AutoProcessor, AutoModelForImageTextToText
     path, device = resolve_model(model), pick_device(device)
+    dtype = pick_dtype(device, dtype)
+    check_gpu_memory(path, device, dtype, batch_size, max_new_tokens)
     processor = AutoProcessor.from_pretrained(path)
     processor.tokenizer.padding_side = 'left'
-    vlm = AutoModelForImageTextToText.from_pretrained(path, dtype=pick_dtype(device, dtype),
-                                                      attn_implementation='sdpa')
-    return processor, vlm.to(device).eval()
+    vlm = AutoModelForImageTextToText.from_pretrained(path, dtype=dtype, attn_implementation='sdpa',
+                                                      device_map={'': str(device)})
+    return processor, vlm.eval()
 
 # %% ../nbs/01_caption.ipynb #d7dbeea1
 def chat_prompt(processor, text:str):
@@ -413,7 +450,8 @@ def _caption_rows(faces, mine, path, settings, model, batch_size, workers, devic
     log, name = JobLog(path, key=lambda r: r['file_name']), lambda i: mine[i]['file_name']
     todo = log.grid(range(len(mine)), name, batch_size)
     if not todo: return
-    processor, vlm = load_captioner(model, device, dtype)
+    processor, vlm = load_captioner(model, device, dtype, batch_size,
+                                    settings['generation']['max_new_tokens'])
     prompt_id, prompt_text = load_prompt(settings['prompt'])
     s = GenerationSettings(**settings['generation'])
     loader = DataLoader(FaceImages(faces, [m['file_name'] for m in mine]),
@@ -447,6 +485,15 @@ def caption_summary(run_dir, rows):
     return summary
 
 # %% ../nbs/01_caption.ipynb #cf1eebff
+def _shard_captions(run, faces):
+    "The caption of each face found in the shard files of `run`, and the faces without one yet."
+    found = {}
+    for p in sorted(Path(run).glob('captions-*-of-*.jsonl')):
+        # read, not repaired: another process may still be writing its shard
+        for r in read_jsonl(p): found.setdefault(r['file_name'], r)
+    return found, [f['file_name'] for f in faces if f['file_name'] not in found]
+
+# %% ../nbs/01_caption.ipynb #26b013e0
 def merge_captions(run_dir:str, # run directory holding captions-*-of-*.jsonl
                    faces_dir:str=None): # the preprocess output folder (default: RUN/faces)
     "Join the shard files of a caption job into RUN/captions.jsonl, in the order of faces/metadata.jsonl."
@@ -455,25 +502,33 @@ def merge_captions(run_dir:str, # run directory holding captions-*-of-*.jsonl
     shards = sorted(run.glob('captions-*-of-*.jsonl'))
     if not shards:
         raise FileNotFoundError(f'no captions-i-of-n.jsonl files in {run}; '
-                                'run `t2f caption --shard i/n` first')
-    found = {}
-    for p in shards:
-        for r in repair_jsonl(p): found.setdefault(r['file_name'], r)
-    missing = [f['file_name'] for f in faces if f['file_name'] not in found]
+                                'run `t2f caption RUN --shard i/n` first')
+    found, missing = _shard_captions(run, faces)
     if missing:
         raise ValueError(f'{len(missing)} of {len(faces)} faces have no caption yet '
                          f'(first: {missing[0]}); finish every shard first')
     rows = [found[f['file_name']] for f in faces]
     write_jsonl(run/'captions.jsonl', rows)
-    record_config(run, 'caption-merge', {'shards': [p.name for p in shards]})
+    record_config(run, 'caption-merge', {'shards': [p.name for p in shards]}, shards)
     return caption_summary(run, rows)
 
+# %% ../nbs/01_caption.ipynb #6828c00e
+def _faces_folder(run_dir, faces_dir=None):
+    "The preprocess output to caption: `faces_dir`, else RUN/faces; a clear error if it is missing."
+    run, faces = Path(run_dir), Path(faces_dir or Path(run_dir)/'faces')
+    if faces_dir is None and (run/'metadata.jsonl').exists() and not faces.exists():
+        raise ValueError(f'{run} is a faces folder: caption takes the run directory, '
+                         f'`t2f caption {run.parent}` (or --faces-dir {run})')
+    if not (faces/'metadata.jsonl').exists():
+        raise FileNotFoundError(f'{faces}/metadata.jsonl not found: run `t2f preprocess` first')
+    return faces
+
 # %% ../nbs/01_caption.ipynb #cf28895f
-def caption(faces_dir:str, # preprocess output folder (crops + metadata.jsonl)
+def caption(run_dir:str, # run directory: captions RUN/faces into RUN/captions.jsonl, records RUN/config.json
+            faces_dir:str=None, # preprocess output folder (default: RUN/faces)
             model:str='llava-13b', # captioner: registry name ('llava-13b', 'llava-7b'), tiny-* name or local folder
             batch_size:int=8, # images per generate call
             shard:str=None, # 'i/n': caption every n-th face from the i-th (SLURM job arrays), then `t2f caption-merge`
-            out:str=None, # run directory to write into (default: the parent of faces_dir)
             prompt:str='forensic-v1', # prompt id (see PROMPTS) or a text file with a prompt
             max_new_tokens:int=150, # longest caption in tokens
             temperature:float=0.7, # sampling temperature; 0 decodes greedily
@@ -483,29 +538,23 @@ def caption(faces_dir:str, # preprocess output folder (crops + metadata.jsonl)
             dtype:str=None, # 'fp32', 'fp16' or 'bf16' (default: bf16/fp16 on GPU, see pick_dtype)
             overwrite:bool=False, # start again: delete this job's captions first
             progress:bool=True): # show a progress bar
-    "Caption every face in `faces_dir` with a vision-language model, corrected by its metadata; resume where a run stopped."
-    faces = Path(faces_dir)
-    if not (faces/'metadata.jsonl').exists():
-        raise FileNotFoundError(f'{faces}/metadata.jsonl not found: run `t2f preprocess` first')
+    "Caption every face of the run with a vision-language model, corrected by its metadata; resumable."
+    run, faces = Path(run_dir), _faces_folder(run_dir, faces_dir)
     if batch_size < 1: raise ValueError(f'batch_size must be at least 1, got {batch_size}')
-    run, rows = Path(out) if out else faces.parent, read_jsonl(faces/'metadata.jsonl')
     index, count, state = _process_share(*parse_shard(shard))
     if state is not None and device is None: device = state.device
     load_prompt(prompt)  # a bad prompt fails before the model loads
-    settings = {'model': model, 'prompt': prompt,
-                'generation': asdict(GenerationSettings(max_new_tokens, temperature, seed)),
-                    'batch_size': batch_size}
-    path = _output_path(run, index, count)
+    settings = {'model': model, 'prompt': prompt, 'batch_size': batch_size,
+                'generation': asdict(GenerationSettings(max_new_tokens, temperature, seed))}
+    path, rows = _output_path(run, index, count), read_jsonl(faces/'metadata.jsonl')
     start_job(path, run/'.caption'/f'{path.stem}.json', settings, overwrite, inputs=[faces])
     _caption_rows(faces, rows[index::count], path, settings, model, batch_size, workers, device,
                   dtype, progress)
-    if state is not None: state.wait_for_everyone()
-    if state is not None and not state.is_main_process: return None
-    # accelerate's processes, one node: merge at once
-    if shard is None and count > 1: summary = merge_captions(run, faces)
-    elif count == 1: summary = caption_summary(run, read_jsonl(path))
+    if count == 1: summary = caption_summary(run, read_jsonl(path))
+    # accelerate's processes: each appended all its rows before looking, so the last one merges
+    elif shard is None and not _shard_captions(run, rows)[1]: summary = merge_captions(run, faces)
     else: return {'shard': f'{index}/{count}', 'rows': len(read_jsonl(path))}
-    record_config(run, 'caption', settings)
+    record_config(run, 'caption', settings, inputs=[faces])
     return summary
 
 # %% ../nbs/01_caption.ipynb #e1bf7d93

@@ -4,10 +4,10 @@
 
 # %% auto #0
 __all__ = ['STAGES', 'atomic_write', 'dumps', 'write_json', 'read_json', 'append_jsonl', 'write_jsonl', 'read_jsonl',
-           'repair_jsonl', 'params_hash', 'file_hash', 'write_manifest', 'check_manifest', 'shareable', 'record_config',
-           'changed_settings', 'check_overwrite', 'JobLog', 'guard_settings', 'start_job', 'fingerprint', 'Stage',
-           'stage_arguments', 'stage_function', 'parameters', 'stage_state', 'run_stage', 'stage_current',
-           'trained_lora', 'cpu_has_bf16', 'pick_device', 'cuda_dtype', 'pick_dtype']
+           'repair_jsonl', 'params_hash', 'file_hash', 'write_manifest', 'check_manifest', 'shareable',
+           'changed_settings', 'check_overwrite', 'JobLog', 'guard_settings', 'start_job', 'fingerprint',
+           'record_config', 'Stage', 'stage_arguments', 'run_argument', 'stage_function', 'parameters', 'stage_state',
+           'run_stage', 'stage_current', 'trained_lora', 'cpu_has_bf16', 'pick_device', 'cuda_dtype', 'pick_dtype']
 
 # %% ../nbs/core.ipynb #26bad470
 import contextlib, hashlib, inspect, json, os, platform, shutil, time
@@ -44,6 +44,7 @@ def _to_json(o):
     if hasattr(o, 'tolist'): return o.tolist()  # numpy arrays and scalars, torch tensors
     raise TypeError(f'{type(o).__name__} is not JSON serialisable')
 
+# %% ../nbs/core.ipynb #d8d699cf
 def write_json(path, obj):
     "Write `obj` as indented JSON to `path`, atomically."
     with atomic_write(path) as f: f.write(dumps(obj, indent=2) + '\n')
@@ -67,6 +68,7 @@ def write_jsonl(path, rows):
     with atomic_write(path) as f: f.writelines(dumps(r) + '\n' for r in rows)
     return Path(path)
 
+# %% ../nbs/core.ipynb #ef7a6a37
 def read_jsonl(path):
     "The rows of a JSONL file; a missing file has none; a last line without its newline is dropped."
     path = Path(path)
@@ -127,20 +129,6 @@ def shareable(path): # a file, or a folder whose files to change
     for f in [Path(path)] if Path(path).is_file() else Path(path).rglob('*'):
         if f.is_file(): os.chmod(f, 0o666 & ~mask)
     return Path(path)
-
-# %% ../nbs/core.ipynb #d1d53e36
-def record_config(run_dir, # the run directory
-                  stage:str, # name of the stage, e.g. `'preprocess'`
-                  params:dict): # the parameters the stage ran with
-    "Append the parameters of `stage` to `run_dir/config.json` and return the whole record."
-    path = Path(run_dir)/'config.json'
-    record = read_json(path, {'stages': {}, 'history': []})
-    entry = {'params': params, 'version': __version__, 'time': time.strftime('%Y-%m-%dT%H:%M:%S%z'),
-             'host': platform.node()}
-    record['stages'][stage] = entry
-    record['history'].append({'stage': stage, **entry})
-    write_json(path, record)
-    return record
 
 # %% ../nbs/core.ipynb #875eb655
 def changed_settings(saved:dict, # the settings an earlier run saved (None: there was no earlier run)
@@ -240,8 +228,25 @@ def fingerprint(*paths, # files or folders; None or a missing path counts as emp
         for f in sorted(root.rglob('*')) if root.is_dir() else [root] if root.exists() else []:
             rel, size = f.relative_to(root), f.stat().st_size
             if f.is_file() and not any(part.startswith('.') for part in rel.parts):
-                found.append([str(root), str(rel), size, file_hash(f) if size <= small else f.stat().st_mtime_ns])
+                kept = file_hash(f) if size <= small else f.stat().st_mtime_ns
+                found.append([str(root), str(rel), size, kept])
     return params_hash(found)
+
+# %% ../nbs/core.ipynb #d1d53e36
+def record_config(run_dir, # the run directory
+                  stage:str, # name of the stage, e.g. `'preprocess'`
+                  params:dict, # the parameters the stage ran with
+                  inputs=()): # the files and folders it read: each gets its `fingerprint`
+    "Append the parameters and inputs of `stage` to `run_dir/config.json`; the whole record."
+    path = Path(run_dir)/'config.json'
+    record = read_json(path, {'stages': {}, 'history': []})
+    entry = {'params': params, 'inputs': {str(p): fingerprint(p) for p in inputs if p is not None},
+             'version': __version__, 'time': time.strftime('%Y-%m-%dT%H:%M:%S%z'),
+             'host': platform.node()}
+    record['stages'][stage] = entry
+    record['history'].append({'stage': stage, **entry})
+    write_json(path, record)
+    return record
 
 # %% ../nbs/core.ipynb #db00dc7b
 @dataclass(frozen=True)
@@ -256,10 +261,9 @@ class Stage:
 
 # %% ../nbs/core.ipynb #3d4fa662
 STAGES = {  # in the order they run
-    'preprocess': Stage('text_to_face.preprocess:preprocess', 'faces/metadata.jsonl',
-                        {'output_dir': 'faces'},
+    'preprocess': Stage('text_to_face.preprocess:preprocess', 'faces/metadata.jsonl', {'run_dir': ''},
                         given=('input_dir', 'metadata')),
-    'caption': Stage('text_to_face.caption:caption', 'captions.jsonl', {'faces_dir': 'faces'},
+    'caption': Stage('text_to_face.caption:caption', 'captions.jsonl', {'run_dir': ''},
                      ('faces',), ('prompt',)),
     'dataset': Stage('text_to_face.dataset:build_dataset', 'dataset/stats.json', {'run_dir': ''},
                      ('faces/metadata.jsonl', 'captions.jsonl')),
@@ -278,6 +282,10 @@ def stage_arguments(name:str, run_dir, options:dict=None):
     s = STAGES[name]
     return {**{k: str(Path(run_dir)/v) for k, v in s.places.items()}, **s.defaults,
             **(options or {})}
+
+def run_argument(name:str):
+    "The argument of stage `name` that takes the run directory itself."
+    return next(k for k, v in STAGES[name].places.items() if v == '')
 
 # %% ../nbs/core.ipynb #b7256360
 def stage_function(name:str):
@@ -323,7 +331,8 @@ def run_stage(name:str, # a stage of `STAGES`
 def stage_current(name:str, run_dir, options:dict=None):
     "Whether stage `name` ran on `run_dir` with these arguments and inputs, and its output is there."
     done = read_json(Path(run_dir)/'.stages'/f'{name}.json') or {}
-    return (Path(run_dir)/STAGES[name].output).exists() and {k: done.get(k) for k in ('arguments', 'inputs')} == stage_state(name, run_dir, options)
+    recorded = {k: done.get(k) for k in ('arguments', 'inputs')}
+    return (Path(run_dir)/STAGES[name].output).exists() and recorded == stage_state(name, run_dir, options)
 
 # %% ../nbs/core.ipynb #122cd465
 def trained_lora(run_dir): # a run directory that `t2f train` wrote
@@ -348,11 +357,13 @@ def pick_device(device=None):
     if device is not None: return torch.device(device)
     return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
 
+# %% ../nbs/core.ipynb #b5a24e67
 def cuda_dtype(capability): # the GPU's compute capability, (major, minor)
     "Half precision for a GPU: bf16 from compute capability 8.0 (Ampere) up, else fp16."
     import torch  # below 8.0 bf16 is emulated, and cuDNN has no bf16 convolutions
     return torch.bfloat16 if tuple(capability) >= (8, 0) else torch.float16
 
+# %% ../nbs/core.ipynb #5debdd2a
 def pick_dtype(device, # a torch device
                dtype=None): # `'fp32'`, `'fp16'`, `'bf16'` or a torch dtype to force it
     "The compute dtype for `device` under the project's policy, unless `dtype` forces one."

@@ -20,23 +20,27 @@ from .schema import clip_tokens
 ATTRIBUTES = ('sex', 'race', 'age', 'age_band', 'hair', 'eyes', 'height', 'weight', 'marks')
 
 # %% ../nbs/02_dataset.ipynb #4e639d88
+def _dataset_row(c, meta):
+    "The dataset row of caption row `c`, with the schema's attributes from the face's metadata `meta`."
+    age = age_of(meta)
+    attrs = {k: str(meta.get(k) or '') for k in ATTRIBUTES if k not in ('age', 'age_band')}
+    return {'file_name': c['file_name'], 'text': c['text'], 'caption': c['caption'],
+            'person_id': str(meta['person_id']), **attrs, 'age': age, 'age_band': age_band(age),
+            'caption_status': c['status'], 'source': meta.get('source', '')}
+
+# %% ../nbs/02_dataset.ipynb #1b1c0932
 def dataset_rows(run_dir):
     "The image-caption rows of a run, and a count of the faces left out, by reason."
     run = Path(run_dir)
     if not (run/'captions.jsonl').exists(): raise FileNotFoundError(
-        f'{run}/captions.jsonl not found: run `t2f caption {run}/faces` first')
+        f'{run}/captions.jsonl not found: run `t2f caption {run}` first')
     faces = {r['file_name']: r for r in read_jsonl(run/'faces'/'metadata.jsonl')}
     rows, left_out = [], Counter()
     for c in read_jsonl(run/'captions.jsonl'):
         meta = faces.get(c['file_name'])
         if meta is None: left_out['not in faces/metadata.jsonl'] += 1; continue
         if not c['text']: left_out[f"no training caption ({c['reason']})"] += 1; continue
-        age = age_of(meta)
-        attrs = {k: str(meta.get(k) or '') for k in ATTRIBUTES if k not in ('age', 'age_band')}
-        rows.append({'file_name': c['file_name'], 'text': c['text'], 'caption': c['caption'],
-                     'person_id': str(meta['person_id']), **attrs,
-                     'age': age, 'age_band': age_band(age),
-                     'caption_status': c['status'], 'source': meta.get('source', '')})
+        rows.append(_dataset_row(c, meta))
     return rows, dict(left_out)
 
 # %% ../nbs/02_dataset.ipynb #35f483c0
@@ -135,6 +139,6 @@ def build_dataset(run_dir:str, # run directory with faces/ and captions.jsonl
     _swap_in(work, run/'dataset')
     if stats['tiny_groups']: warnings.warn(
         f"tiny groups (under {min_group} people): {'; '.join(stats['tiny_groups'])}")
-    record_config(run, 'dataset',
-                  {'val_fraction': val_fraction, 'seed': seed, 'min_group': min_group})
+    record_config(run, 'dataset', {'val_fraction': val_fraction, 'seed': seed, 'min_group': min_group},
+                  [run/'faces'/'metadata.jsonl', run/'captions.jsonl'])
     return stats

@@ -26,10 +26,10 @@ def demo(run_dir:str='t2f-demo', # run directory to create or resume
     from text_to_face import preprocess, caption, dataset, train, generate, evaluate
     run = Path(run_dir)
     raw = run/'raw' if (run/'raw'/'illinois'/'marks.csv').exists() else sample_photos(run/'raw')
-    s = preprocess.preprocess(raw, run/'faces', metadata=[raw/'illinois'], workers=workers,
+    s = preprocess.preprocess(run, raw, metadata=[raw/'illinois'], workers=workers,
                               progress=progress)
     print(f"preprocess: {s['kept']} faces kept of {s['sources']} photos ({s['rejected']} rejected: {s['reasons']})")
-    c = caption.caption(run/'faces', model='tiny-llava', max_new_tokens=40, progress=progress)
+    c = caption.caption(run, model='tiny-llava', max_new_tokens=40, progress=progress)
     print(f"caption: {c['status']}")
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')  # the sample's groups are tiny by design
@@ -87,8 +87,9 @@ def _fits(value, kind):
     if isinstance(value, bool): return kind is bool
     return isinstance(value, {float: (int, float)}.get(kind, kind))
 
+# %% ../nbs/pipeline.ipynb #508b6989
 def check_options(cfg:dict, stages=None):
-    "Check that every option the config gives a stage is one of its parameters, of the right kind; before anything runs."
+    "Check, before anything runs, that every option the config gives a stage is one of its parameters."
     for stage in stages or [s for s in STAGES if s in cfg]:
         if stage not in STAGES:
             raise ValueError(f'unknown stage {stage!r}; stages are {list(STAGES)}')
@@ -161,19 +162,24 @@ def submit_slurm(cfg:dict, repo=None, stages=None):
     return jobs
 
 # %% ../nbs/pipeline.ipynb #9d0ccde0
+def _in_job(c, directives:set, first:str):
+    "Whether a cell outside the Run section goes into a job: a title, an export, a setup cell."
+    return ((c.cell_type == 'markdown' and first.startswith('# '))
+            or bool(directives & {'#|export', '#|exports', '#|hide'})
+            or any(d.startswith('#|default_exp') for d in directives))
+
+# %% ../nbs/pipeline.ipynb #f02d842a
 def job_notebook(notebook, # a stage notebook, e.g. nbs/03_train.ipynb
                  dest): # where to write the job's copy
-    "Write the stage notebook without its test and demonstration cells: exports, setup and the Run section."
+    "Write the stage notebook at `dest` without its tests: exports, setup and the Run section."
     import nbformat
     nb, keep, in_run = nbformat.read(notebook, as_version=4), [], False
     for c in nb.cells:
         first = c.source.lstrip().splitlines()[0] if c.source.strip() else ''
         in_run = in_run or (c.cell_type == 'markdown' and first.strip() == '## Run')
         directives = {l.replace(' ', '') for l in c.source.splitlines() if l.startswith('#|')}
-        if '#|test_setup' in directives: continue  # test-only setup, e.g. one thread for CI: a job uses its CPUs
-        if in_run or (c.cell_type == 'markdown' and first.startswith('# ')) or directives & {'#|export', '#|exports', '#|hide'} \
-           or any(d.startswith('#|default_exp') for d in directives):
-            keep.append(c)
+        if '#|test_setup' in directives: continue  # test-only setup, e.g. one thread for CI
+        if in_run or _in_job(c, directives, first): keep.append(c)
     if not in_run: raise ValueError(f'{notebook} has no "## Run" section')
     nb.cells = keep
     Path(dest).parent.mkdir(parents=True, exist_ok=True); nbformat.write(nb, dest)

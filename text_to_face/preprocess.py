@@ -261,9 +261,11 @@ KEY_COLUMNS = ('file_name', 'filename', 'file', 'image', 'path', 'person_id', 'i
 
 # %% ../nbs/00_preprocess.ipynb #b16937e3
 def _read_table(path, sep=None):
+    "A table of strings, stripped; a byte-order mark (Excel's UTF-8 CSVs) is not part of the first column."
     return pd.read_csv(path, sep=sep, engine='python', dtype=str,
                        keep_default_na=False, encoding='utf-8-sig').map(str.strip)
 
+# %% ../nbs/00_preprocess.ipynb #604e0354
 def read_metadata(path, # a CSV file, or an Illinois DOC folder (or its person.csv)
                   key:str=None, # column naming the photo or person; default: first of `KEY_COLUMNS`
                   rename:dict=None): # column renames, e.g. {'inmate_no': 'person_id'}
@@ -450,9 +452,36 @@ def _summary(rows, kept, rejects, conflicts, wall, s, extra):
             'metadata_conflicts': conflicts, 'settings': asdict(s), **extra,
             'timing': {'seconds_per_step': busy, 'wall_seconds': round(wall, 2)}}
 
+# %% ../nbs/00_preprocess.ipynb #2a2159bb
+def _check_input(run_dir, input_dir):
+    "Raise a clear error for a missing photo folder, or a preprocess output given as one."
+    photos, run = Path(input_dir), Path(run_dir)
+    # a run directory that holds no run yet may be the photo folder of the old order
+    hint = ' (the run directory comes first: t2f preprocess RUN PHOTOS)'
+    if not photos.is_dir():
+        old = run.is_dir() and not (run/'config.json').exists()
+        raise FileNotFoundError(f'input folder {photos} does not exist{hint if old else ""}')
+    if (photos/'.preprocess').is_dir():
+        raise ValueError(f'{photos} is the output of a preprocess run, not a photo folder{hint}')
+
+# %% ../nbs/00_preprocess.ipynb #81b8dab2
+def _process_photos(input_dir, out, log:JobLog, tables, s:FaceSettings, workers, progress):
+    "Process the photos of `input_dir` not in `log` yet; the logged rows of all, in order."
+    sources = list_photos(input_dir, exclude=out)
+    # crops made keep their names
+    names = crop_names(sources, {r['source']: r.get('file_name') for r in log.done.values()})
+    # descriptors only where no metadata names the person: they cost more than all else together
+    todo = [(input_dir, src, out, names[src], s, 'person_id' not in metadata_for(src, tables)[0])
+            for src in log.pending(sources)]
+    workers = min(workers or os.cpu_count(), max(len(todo), 1))
+    with log.bar(sources, progress=progress, desc='photos') as bar:
+        for row in _map_photos(todo, workers): log.append([row]); bar.update()
+    return [log.done[src] for src in sources if src in log.done]
+
 # %% ../nbs/00_preprocess.ipynb #c2c28052
-def preprocess(input_dir:str, # folder tree of raw photos
-               output_dir:str, # where crops, metadata.jsonl, rejects.csv and summary.json go
+def preprocess(run_dir:str, # the run directory: crops to RUN/faces, what the run used to RUN/config.json
+               input_dir:str, # folder tree of raw photos
+               output_dir:str=None, # crops, metadata.jsonl, rejects.csv, summary.json (default: RUN/faces)
                size:int=320, # side of the square crops (320 like the data; 512 SD 1.5, 1024 SDXL)
                margin:float=0.0, # extra room around the face beyond FFHQ framing (0.2 = 20% more)
                detector:str='hog', # 'hog' (fast) or 'cnn' (accurate, slow without a GPU)
@@ -468,34 +497,23 @@ def preprocess(input_dir:str, # folder tree of raw photos
                overwrite:bool=False, # start again instead of resuming
                progress:bool=True): # show a progress bar
     "Detect, align, filter and deduplicate the faces in `input_dir`, join metadata; resumable."
-    out, start = Path(output_dir), time.time()
-    if not Path(input_dir).is_dir(): raise FileNotFoundError(
-        f'input folder {input_dir} does not exist')
+    out, start = Path(output_dir or Path(run_dir)/'faces'), time.time()
+    inputs = [input_dir, *(metadata or [])]  # an overwrite deletes none of them
+    _check_input(run_dir, input_dir)
     renames = dict(kv.split('=', 1) for kv in rename.split(',')) if rename else None
     tables = [read_metadata(m, metadata_key, renames) for m in metadata or []]
     s = FaceSettings(size=size, margin=margin, detector=detector, multi_face=multi_face,
                      quality=QualityThresholds(min_face_px=min_face_px,
                                                min_sharpness=min_sharpness))
-    start_job(out, out/'.preprocess'/'settings.json', asdict(s), overwrite,
-              inputs=[input_dir, *(metadata or [])])
+    start_job(out, out/'.preprocess'/'settings.json', asdict(s), overwrite, inputs=inputs)
     log = JobLog(out/'.preprocess'/'progress.jsonl', key=lambda r: r['source'])
-    sources = list_photos(input_dir, exclude=out)
-    # crops made keep their names
-    names = crop_names(sources, {r['source']: r.get('file_name') for r in log.done.values()})
-    # descriptors only where no metadata names the person:
-    # they cost more than all other steps together
-    todo = [(input_dir, src, out, names[src], s, 'person_id' not in metadata_for(src, tables)[0])
-            for src in log.pending(sources)]
-    workers = min(workers or os.cpu_count(), max(len(todo), 1))
-    with log.bar(sources, progress=progress, desc='photos') as bar:
-        for row in _map_photos(todo, workers): log.append([row]); bar.update()
-    rows = [log.done[src] for src in sources if src in log.done]
+    rows = _process_photos(input_dir, out, log, tables, s, workers, progress)
     kept, rejects, conflicts = _publish(out, rows, tables, dup_bits, identity_threshold)
-    summary = _summary(rows, kept, rejects, conflicts, time.time() - start, s,
-                       {'metadata': [str(m) for m in metadata or []], 'dup_bits': dup_bits})
+    extra = {'metadata': [str(m) for m in metadata or []], 'dup_bits': dup_bits}
+    summary = _summary(rows, kept, rejects, conflicts, time.time() - start, s, extra)
     write_json(out/'summary.json', summary)
-    if out.name == 'faces': record_config(out.parent, 'preprocess', {
-        k: v for k, v in summary.items() if k in ('settings', 'metadata', 'dup_bits')})
+    record_config(run_dir, 'preprocess', {'input_dir': str(input_dir), 'output_dir': str(out),
+                                          'settings': summary['settings'], **extra}, inputs)
     return summary
 
 # %% ../nbs/00_preprocess.ipynb #3cc6a9a5
@@ -525,7 +543,7 @@ def bench_preprocess(n:int=48, # photos in the synthetic set
         photos = bench_photos(Path(d)/'photos', n)
         # first-call costs stay out of the figures
         process_photo(photos/'0000.jpg', Path(d)/'warm-up.png')
-        run = lambda w, meta: preprocess(photos, Path(d)/f'out{w}{meta}', workers=w, progress=False,
+        run = lambda w, meta: preprocess(Path(d)/f'run{w}{meta}', photos, workers=w, progress=False,
                                          metadata=[photos/'people.csv'] if meta else None)
         runs = {'1 worker': run(1, True), f'{workers} workers': run(workers, True),
                 '1 worker, no ids': run(1, False)}
