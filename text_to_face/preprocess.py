@@ -368,13 +368,21 @@ PHOTO_SUFFIXES = {'.jpg', '.jpeg', '.jfif', '.png', '.bmp', '.gif', '.tif', '.ti
                   '.pgm', '.ppm', '.heic', '.heif', '.avif', '.jp2'}
 
 # %% ../nbs/00_preprocess.ipynb #b6c18551
-def list_photos(input_dir, exclude=None):
+def list_photos(input_dir, # the photo folder
+                exclude=None, # a folder inside it to leave out (the output, when it lies within)
+                unreadable:list=None): # gets `(folder, reason)` for each folder that cannot be read
     "Relative paths of the photos under `input_dir`, sorted; hidden files and `exclude` skipped."
-    root, exclude = Path(input_dir), Path(exclude).resolve() if exclude else None
-    found = (p for p in root.rglob('*') if p.suffix.lower() in PHOTO_SUFFIXES and p.is_file())
-    return sorted(str(p.relative_to(root)) for p in found
-                  if not any(part.startswith('.') for part in p.relative_to(root).parts)
-                  and not (exclude and exclude in p.resolve().parents))
+    root, exclude, found = Path(input_dir), Path(exclude).resolve() if exclude else None, []
+    unreadable = [] if unreadable is None else unreadable
+    def failed(e): unreadable.append((os.path.relpath(e.filename, root), e.strerror or str(e)))
+    for folder, dirs, files in os.walk(root, onerror=failed):
+        here = Path(folder)
+        # hidden folders and the output are not walked into
+        dirs[:] = sorted(d for d in dirs if not d.startswith('.')
+                         and not (exclude and (here/d).resolve() == exclude))
+        found += [str((here/f).relative_to(root)) for f in files
+                  if Path(f).suffix.lower() in PHOTO_SUFFIXES and not f.startswith('.')]
+    return sorted(found)
 
 # %% ../nbs/00_preprocess.ipynb #767a6075
 def crop_names(sources, # relative paths of the photos
@@ -466,8 +474,9 @@ def _check_input(run_dir, input_dir):
 
 # %% ../nbs/00_preprocess.ipynb #81b8dab2
 def _process_photos(input_dir, out, log:JobLog, tables, s:FaceSettings, workers, progress):
-    "Process the photos of `input_dir` not in `log` yet; the logged rows of all, in order."
-    sources = list_photos(input_dir, exclude=out)
+    "Process the photos of `input_dir` not in `log` yet; the rows of all, and of unreadable folders."
+    unreadable = []
+    sources = list_photos(input_dir, exclude=out, unreadable=unreadable)
     # crops made keep their names
     names = crop_names(sources, {r['source']: r.get('file_name') for r in log.done.values()})
     # descriptors only where no metadata names the person: they cost more than all else together
@@ -476,7 +485,9 @@ def _process_photos(input_dir, out, log:JobLog, tables, s:FaceSettings, workers,
     workers = min(workers or os.cpu_count(), max(len(todo), 1))
     with log.bar(sources, progress=progress, desc='photos') as bar:
         for row in _map_photos(todo, workers): log.append([row]); bar.update()
-    return [log.done[src] for src in sources if src in log.done]
+    return [log.done[src] for src in sources if src in log.done] + [
+        {'source': f'{f}/', 'status': 'rejected', 'reason': 'unreadable folder', 'detail': why,
+         'timing': {}} for f, why in unreadable]
 
 # %% ../nbs/00_preprocess.ipynb #c2c28052
 def preprocess(run_dir:str, # the run directory: crops to RUN/faces, what the run used to RUN/config.json
