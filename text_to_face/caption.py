@@ -484,6 +484,17 @@ def caption_summary(run_dir, rows):
     write_json(Path(run_dir)/'captions_summary.json', summary)
     return summary
 
+# %% ../nbs/01_caption.ipynb #6828c00e
+def _faces_folder(run_dir, faces_dir=None):
+    "The preprocess output to caption: `faces_dir`, else RUN/faces; a clear error if it is missing."
+    run, faces = Path(run_dir), Path(faces_dir or Path(run_dir)/'faces')
+    if faces_dir is None and (run/'metadata.jsonl').exists() and not faces.exists():
+        raise ValueError(f'{run} is a faces folder: caption takes the run directory, '
+                         f'`t2f caption {run.parent}` (or --faces-dir {run})')
+    if not (faces/'metadata.jsonl').exists():
+        raise FileNotFoundError(f'{faces}/metadata.jsonl not found: run `t2f preprocess` first')
+    return faces
+
 # %% ../nbs/01_caption.ipynb #cf1eebff
 def _shard_captions(run, faces):
     "The caption of each face found in the shard files of `run`, and the faces without one yet."
@@ -498,7 +509,7 @@ def merge_captions(run_dir:str, # run directory holding captions-*-of-*.jsonl
                    faces_dir:str=None): # the preprocess output folder (default: RUN/faces)
     "Join the shard files of a caption job into RUN/captions.jsonl, in the order of faces/metadata.jsonl."
     run = Path(run_dir)
-    faces = read_jsonl(Path(faces_dir or run/'faces')/'metadata.jsonl')
+    faces = read_jsonl(_faces_folder(run, faces_dir)/'metadata.jsonl')
     shards = sorted(run.glob('captions-*-of-*.jsonl'))
     if not shards:
         raise FileNotFoundError(f'no captions-i-of-n.jsonl files in {run}; '
@@ -511,17 +522,6 @@ def merge_captions(run_dir:str, # run directory holding captions-*-of-*.jsonl
     write_jsonl(run/'captions.jsonl', rows)
     record_config(run, 'caption-merge', {'shards': [p.name for p in shards]}, shards)
     return caption_summary(run, rows)
-
-# %% ../nbs/01_caption.ipynb #6828c00e
-def _faces_folder(run_dir, faces_dir=None):
-    "The preprocess output to caption: `faces_dir`, else RUN/faces; a clear error if it is missing."
-    run, faces = Path(run_dir), Path(faces_dir or Path(run_dir)/'faces')
-    if faces_dir is None and (run/'metadata.jsonl').exists() and not faces.exists():
-        raise ValueError(f'{run} is a faces folder: caption takes the run directory, '
-                         f'`t2f caption {run.parent}` (or --faces-dir {run})')
-    if not (faces/'metadata.jsonl').exists():
-        raise FileNotFoundError(f'{faces}/metadata.jsonl not found: run `t2f preprocess` first')
-    return faces
 
 # %% ../nbs/01_caption.ipynb #cf28895f
 def caption(run_dir:str, # run directory: captions RUN/faces into RUN/captions.jsonl, records RUN/config.json

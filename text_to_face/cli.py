@@ -54,6 +54,8 @@ COMMANDS = {
     'evaluate': ('text_to_face.evaluate:evaluate',
                  'compare the base and the fine-tuned model on held-out faces', ()),
     'app': ('text_to_face.app:app', "serve the investigator's dashboard with Voila", ()),
+    'serve': ('text_to_face.serve:serve',
+              'serve one model over HTTP with Ray Serve, batched, behind a token', ()),
     'pipeline': ('text_to_face.pipeline:pipeline',
                  'run the stages of a YAML config, locally or on SLURM', ()),
     'download': ('text_to_face.pipeline:download', 'fetch registry models into the Hugging Face cache '
@@ -106,6 +108,7 @@ def main(argv=None):
 # %% ../nbs/cli.ipynb #bb5a9979
 def bench(stage:str): # the stage to benchmark, e.g. 'preprocess'
     "Run the benchmark of `stage` (from the bench module, else the stage's), which prints its ratios to a baseline."
+    if not stage.isidentifier(): raise ValueError(f'stage {stage!r} has no benchmark')
     for name in ('text_to_face.bench', f'text_to_face.{stage}'):
         module = importlib.import_module(name) if importlib.util.find_spec(name) else None
         if hasattr(module, f'bench_{stage}'): return getattr(module, f'bench_{stage}')()

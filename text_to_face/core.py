@@ -274,7 +274,8 @@ STAGES = {  # in the order they run
                       {'run': ''},
                       given=('lora', 'csv')),
     'evaluate': Stage('text_to_face.evaluate:evaluate', 'eval/report.json', {'run_dir': ''},
-                      ('dataset/val', 'lora/pytorch_lora_weights.safetensors'), ('lora',))}
+                      ('dataset/val', 'lora/pytorch_lora_weights.safetensors'),
+                      ('lora', 'prompts', 'finetuned'))}
 
 # %% ../nbs/core.ipynb #e2a4478e
 def stage_arguments(name:str, run_dir, options:dict=None):

@@ -62,7 +62,8 @@ SLURM_KEYS = (*SLURM_FLAGS, 'gpus', 'nodes',
 def read_config(path):
     "A pipeline config from YAML, checked: a run directory, known stages as mappings, and photos if preprocessing runs."
     # safe_load: a `!!python/...` tag is refused, never run
-    try: cfg = yaml.safe_load(Path(path).read_text())
+    if not Path(path).is_file(): raise FileNotFoundError(f'config file {path} does not exist (or is a folder)')
+    try: cfg = yaml.safe_load(Path(path).read_text(errors='replace'))
     except yaml.YAMLError as e:
         raise ValueError(f'{path} is not a valid YAML config: {str(e).splitlines()[0]}') from None
     if not isinstance(cfg, dict):
@@ -278,19 +279,22 @@ def download(names:list, # registry names, e.g. realvisxl4 llava-13b clip-vit-l-
 
 # %% ../nbs/pipeline.ipynb #db2e2776
 def export_merged(base:str, # base model: registry name, tiny-* name or folder
-                  lora:str, # LoRA .safetensors file (or the folder holding pytorch_lora_weights.safetensors)
+                  lora:str, # LoRA .safetensors file, or the folder holding pytorch_lora_weights.safetensors
                   out:str, # folder to create
                   weight:float=1.0, # LoRA strength to fuse in
-                  merge:bool=True): # fuse the LoRA into the base weights (`t2f export --merge`; the one kind of export so far)
+                  merge:bool=True): # fuse the LoRA into the base weights (the one kind of export so far)
     "Fuse `lora` into `base` and save the result as a standalone diffusers pipeline folder."
     if not merge: raise ValueError('the only export is --merge: a LoRA fused into its base model')
     from diffusers import DiffusionPipeline
     from text_to_face.models import resolve_model
+    from text_to_face.generate import check_lora, lora_file
     out, lora = Path(out), Path(lora)
     if out.exists(): raise FileExistsError(f'{out} exists; choose a new folder')
     pipe = DiffusionPipeline.from_pretrained(resolve_model(base))
-    pipe.load_lora_weights(str(lora.parent if lora.is_file() else lora),
-                           weight_name=lora.name if lora.is_file() else None)
+    lora = check_lora(lora_file(lora), pipe.unet.config.cross_attention_dim, type(pipe).__name__)
+    try: pipe.load_lora_weights(str(lora.parent), weight_name=lora.name)
+    except (RuntimeError, ValueError) as e:  # shapes that do not fit this base model
+        raise ValueError(f'{lora} does not fit {base}: {str(e).splitlines()[0][:200]}') from None
     pipe.fuse_lora(lora_scale=weight); pipe.unload_lora_weights()
     tmp = out.with_name(f'.{out.name}.tmp'); shutil.rmtree(tmp, ignore_errors=True)
     pipe.save_pretrained(tmp); os.replace(shareable(tmp), out)

@@ -37,7 +37,8 @@ def strict_decoding():
     finally: ImageFile.LOAD_TRUNCATED_IMAGES = old
 
 # %% ../nbs/00_preprocess.ipynb #a953392c
-def _open_checked(path, max_pixels):
+def _open_header(path, max_pixels):
+    "The image at `path` with only its header read; `Rejected` for no image, a cut header, a bomb."
     if os.path.getsize(path) == 0: raise Rejected('empty file')
     try:
         with warnings.catch_warnings():
@@ -45,9 +46,16 @@ def _open_checked(path, max_pixels):
             warnings.simplefilter('ignore', Image.DecompressionBombWarning)
             img = Image.open(path)
     except UnidentifiedImageError: raise Rejected('not an image', 'no image format recognised')
+    except OSError as e: raise Rejected('truncated or corrupt', str(e)[:80])  # a header cut short
     except Image.DecompressionBombError as e: raise Rejected('decompression bomb', str(e)[:80])
     if img.width * img.height > max_pixels:  # checked from the header: nothing is decoded yet
         raise Rejected('decompression bomb', f'{img.width}x{img.height} pixels > {max_pixels}')
+    return img
+
+# %% ../nbs/00_preprocess.ipynb #4cda4106
+def _open_checked(path, max_pixels):
+    "The image at `path`, decoded strictly; `Rejected` with the reason when it cannot be."
+    img = _open_header(path, max_pixels)
     try:
         with strict_decoding(), warnings.catch_warnings():
             warnings.simplefilter('error', Image.DecompressionBombWarning)
@@ -260,10 +268,18 @@ PRIVATE_COLUMNS = ('name', 'full_name', 'first_name', 'last_name', 'surname', 'g
 KEY_COLUMNS = ('file_name', 'filename', 'file', 'image', 'path', 'person_id', 'id')
 
 # %% ../nbs/00_preprocess.ipynb #b16937e3
+def _delimiter(path):
+    "The delimiter of a CSV file: whichever of `,` `;` tab `|` its header holds most (`,` if none)."
+    with open(path, encoding='utf-8-sig', errors='replace') as f: header = f.readline()
+    return max(',;\t|', key=header.count)  # the first, `,`, when none is there
+
 def _read_table(path, sep=None):
     "A table of strings, stripped; a byte-order mark (Excel's UTF-8 CSVs) is not part of the first column."
-    return pd.read_csv(path, sep=sep, engine='python', dtype=str,
-                       keep_default_na=False, encoding='utf-8-sig').map(str.strip)
+    try: df = pd.read_csv(path, sep=sep or _delimiter(path), dtype=str,
+                          keep_default_na=False, encoding='utf-8-sig')
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise ValueError(f'{path} is not a CSV table ({type(e).__name__}: {e})'.splitlines()[0]) from None
+    return df.fillna('').map(str.strip)
 
 # %% ../nbs/00_preprocess.ipynb #604e0354
 def read_metadata(path, # a CSV file, or an Illinois DOC folder (or its person.csv)
@@ -274,6 +290,8 @@ def read_metadata(path, # a CSV file, or an Illinois DOC folder (or its person.c
     if ((path/'person.csv').exists()
             or (path.name == 'person.csv' and (path.parent/'marks.csv').exists())):
         return read_illinois(path if path.is_dir() else path.parent)
+    if path.is_dir(): raise ValueError(f'{path} is a folder without person.csv: give a CSV file'
+                                       ' or an Illinois DOC export (person.csv, marks.csv)')
     df = _read_table(path).rename(columns=rename or {})
     key = key or next((c for c in KEY_COLUMNS if c in df.columns), None)
     if key not in df.columns: raise ValueError(
@@ -461,16 +479,20 @@ def _summary(rows, kept, rejects, conflicts, wall, s, extra):
             'timing': {'seconds_per_step': busy, 'wall_seconds': round(wall, 2)}}
 
 # %% ../nbs/00_preprocess.ipynb #2a2159bb
-def _check_input(run_dir, input_dir):
-    "Raise a clear error for a missing photo folder, or a preprocess output given as one."
-    photos, run = Path(input_dir), Path(run_dir)
+def _check_input(run_dir, input_dir, out):
+    "Raise a clear error for a missing photo folder, a preprocess output given as one, or `out` in it."
+    photos, run, out = Path(input_dir), Path(run_dir), Path(out).resolve()
     # a run directory that holds no run yet may be the photo folder of the old order
     hint = ' (the run directory comes first: t2f preprocess RUN PHOTOS)'
     if not photos.is_dir():
         old = run.is_dir() and not (run/'config.json').exists()
         raise FileNotFoundError(f'input folder {photos} does not exist{hint if old else ""}')
-    if (photos/'.preprocess').is_dir():
-        raise ValueError(f'{photos} is the output of a preprocess run, not a photo folder{hint}')
+    runs = [d for d in [photos, *photos.iterdir()] if (d/'.preprocess').is_dir() and d.resolve() != out]
+    if runs: raise ValueError(f'{photos} holds the output of a preprocess run ({runs[0]}), '
+                              f'not only photos{hint}')
+    if out == photos.resolve() or (photos.resolve() in out.parents and list_photos(out)):
+        raise ValueError(f'the output folder {out} holds photos of the input {photos}: '
+                         'give a new or empty folder')
 
 # %% ../nbs/00_preprocess.ipynb #81b8dab2
 def _process_photos(input_dir, out, log:JobLog, tables, s:FaceSettings, workers, progress):
@@ -510,7 +532,7 @@ def preprocess(run_dir:str, # the run directory: crops to RUN/faces, what the ru
     "Detect, align, filter and deduplicate the faces in `input_dir`, join metadata; resumable."
     out, start = Path(output_dir or Path(run_dir)/'faces'), time.time()
     inputs = [input_dir, *(metadata or [])]  # an overwrite deletes none of them
-    _check_input(run_dir, input_dir)
+    _check_input(run_dir, input_dir, out)
     renames = dict(kv.split('=', 1) for kv in rename.split(',')) if rename else None
     tables = [read_metadata(m, metadata_key, renames) for m in metadata or []]
     s = FaceSettings(size=size, margin=margin, detector=detector, multi_face=multi_face,

@@ -61,31 +61,43 @@ def _mode_variants():
             'depth16.png': Image.fromarray(np.asarray(faces['I;16'], np.uint16) * 257),
             'exif_rotated.jpg': (faces['EXIF'].transpose(Image.Transpose.ROTATE_90), exif)}
 
+# %% ../nbs/sample.ipynb #6b3daa42
+def _write_formats(folder):
+    "Save the image-mode variants into `folder`."
+    for name, img in _mode_variants().items():
+        if isinstance(img, tuple): img[0].save(Path(folder)/name, exif=img[1])
+        else: img.save(Path(folder)/name)
+
 # %% ../nbs/sample.ipynb #956f2b24
 ILLINOIS_PERSON_COLUMNS = ['id', 'name', 'date_of_birth', 'weight', 'hair', 'sex', 'height',
-                           'race', 'eyes',
-                           'admission_date', 'location']
+                           'race', 'eyes', 'admission_date', 'location']
 
+# %% ../nbs/sample.ipynb #79b9f6d2
+def _illinois_person(k, pid):
+    "Person `k`'s made-up row of person.csv and rows of marks.csv, under the id `pid`."
+    person = [pid, f'DOE, JOHN {k}', f'0{k + 1}/15/19{70 + 5 * k}', f'{150 + 10 * k} lbs.',
+              ['Black', 'Brown', 'Blonde', 'Gray or Partially Gray'][k % 4],
+              ['Male', 'Female'][k % 2], f"5' {6 + k}\"",
+              ['White', 'Black', 'Hispanic', 'Asian'][k % 4],
+              ['Brown', 'Blue', 'Hazel', 'Green'][k % 4], '03/02/2015', 'Stateville']
+    marks = [[pid, 'scar on left cheek']] + ([[pid, 'tattoo on right forearm']] if k % 2 else [])
+    return person, marks
+
+# %% ../nbs/sample.ipynb #c4ae26f4
 def illinois_sample(dest, # folder to write `front/`, `side/`, `person.csv` and `marks.csv` into
                     n:int=4): # number of people
     "Write a small dataset in the Illinois DOC export layout, with real LFW faces and made-up records."
     dest = Path(dest)
-    (dest/'front').mkdir(parents=True, exist_ok=True)
-    (dest/'side').mkdir(exist_ok=True)
-    people, marks = [], []
-    for k in range(n):
-        pid, face = f'A{k + 1:05d}', lfw_face(LFW_CLEAR[13 + k])
+    for view in ('front', 'side'): (dest/view).mkdir(parents=True, exist_ok=True)
+    records = [_illinois_person(k, f'A{k + 1:05d}') for k in range(n)]
+    for k, pid in enumerate(person[0] for person, _ in records):
+        face = lfw_face(LFW_CLEAR[13 + k])
         face.save(dest/'front'/f'{pid}.jpg', quality=92)
         face.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(dest/'side'/f'{pid}.jpg', quality=92)
-        people.append([pid, f'DOE, JOHN {k}', f'0{k + 1}/15/19{70 + 5 * k}', f'{150 + 10 * k} lbs.',
-                       ['Black', 'Brown', 'Blonde', 'Gray or Partially Gray'][k % 4],
-                           ['Male', 'Female'][k % 2],
-                       f"5' {6 + k}\"", ['White', 'Black', 'Hispanic', 'Asian'][k % 4],
-                       ['Brown', 'Blue', 'Hazel', 'Green'][k % 4], '03/02/2015', 'Stateville'])
-        marks += [[pid,
-                   'scar on left cheek']] + ([[pid, 'tattoo on right forearm']] if k % 2 else [])
-    (dest/'person.csv').write_text('\n'.join(';'.join(r) for r in [ILLINOIS_PERSON_COLUMNS] + people) + '\n')
-    (dest/'marks.csv').write_text('\n'.join(';'.join(r) for r in [['id', 'mark']] + marks) + '\n')
+    people = [ILLINOIS_PERSON_COLUMNS] + [person for person, _ in records]
+    (dest/'person.csv').write_text('\n'.join(';'.join(r) for r in people) + '\n')
+    marks = [['id', 'mark']] + [m for _, person_marks in records for m in person_marks]
+    (dest/'marks.csv').write_text('\n'.join(';'.join(r) for r in marks) + '\n')
     return dest
 
 # %% ../nbs/sample.ipynb #06b7abf4
@@ -99,9 +111,7 @@ def sample_photos(dest): # folder to write the sample archive into
     astronaut.rotate(-20, Image.BICUBIC).save(dest/'people'/'astronaut_tilted.jpg', quality=92)
     for i in LFW_CLEAR[:6]: lfw_face(i).save(dest/'people'/f'lfw_{i:03d}.png')
     Image.fromarray(data.chelsea()).save(dest/'people'/'chelsea.jpg', quality=92)
-    for name, img in _mode_variants().items():
-        if isinstance(img, tuple): img[0].save(dest/'formats'/name, exif=img[1])
-        else: img.save(dest/'formats'/name)
+    _write_formats(dest/'formats')
     group_photo().save(dest/'group'/'three_faces.jpg', quality=92)
     for name, raw in broken_files().items(): (dest/'broken'/name).write_bytes(raw)
     illinois_sample(dest/'illinois')

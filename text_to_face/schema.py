@@ -67,18 +67,22 @@ def _check_age(v, spec):
     raise ValueError(f'age {v!r} is not allowed: '
                      f'give whole years (0 to 110) or one of the bands {list(spec["bands"])}')
 
+# %% ../nbs/schema.ipynb #8742a0b8
+def _parse_mark(text, spec):
+    "A mark written as 'TYPE on LOCATION', as a dict, read against the schema's types and places."
+    m = check_text(text, 'mark', 200).lower()
+    kind = next((t for t in sorted(spec['types'], key=len, reverse=True) if m.startswith(t)), None)
+    loc = next((l for l in sorted(spec['locations'], key=len, reverse=True) if m.endswith(l)),
+               None)
+    if kind is None or loc is None:
+        raise ValueError(f'mark {m!r} should read "TYPE on LOCATION" with TYPE one of '
+                         f'{spec["types"]} and LOCATION one of {spec["locations"]}')
+    return {'type': kind, 'location': loc}
+
 # %% ../nbs/schema.ipynb #d32a7aa4
 def _check_mark(m, spec):
-    if isinstance(m, str):
-        m = check_text(m, 'mark', 200).lower()
-        kind = next((t for t in sorted(spec['types'], key=len, reverse=True) if m.startswith(t)),
-                    None)
-        loc = next((l for l in sorted(spec['locations'], key=len, reverse=True) if m.endswith(l)),
-                   None)
-        if kind is None or loc is None:
-            raise ValueError(f'mark {m!r} should read "TYPE on LOCATION" with TYPE one of '
-                             f'{spec["types"]} and LOCATION one of {spec["locations"]}')
-        m = {'type': kind, 'location': loc}
+    "A mark (a dict, or 'TYPE on LOCATION') checked against the schema, in canonical form."
+    if isinstance(m, str): m = _parse_mark(m, spec)
     unknown = set(m) - {'type', 'location', 'description'}
     if unknown: raise ValueError(
         f'mark has unknown fields {sorted(unknown)}; allowed: type, location, description')
@@ -98,6 +102,15 @@ def _check_value(name, v, spec):
         raise ValueError(f'{name} {v!r} is not allowed; allowed values: {list(allowed)}')
     return key
 
+# %% ../nbs/schema.ipynb #f6e409df
+def _check_attribute(name, v, spec):
+    "The value `v` of attribute `name`, checked by its kind and in canonical form."
+    kind = spec.get('type')
+    if kind == 'age': return _check_age(v, spec)
+    if kind == 'marks':
+        return [_check_mark(m, spec) for m in ([v] if isinstance(v, (str, dict)) else v)]
+    return _check_value(name, v, spec)
+
 # %% ../nbs/schema.ipynb #2b592e5b
 def validate_attributes(attributes:dict, # attribute -> value, e.g. {'sex': 'male', 'age': 35}
                         schema=None): # a schema dict or file; None: the shipped one
@@ -106,16 +119,8 @@ def validate_attributes(attributes:dict, # attribute -> value, e.g. {'sex': 'mal
     specs, flat = schema['attributes'], _flatten(attributes)
     unknown = [k for k in flat if k not in specs]
     if unknown: raise ValueError(f'unknown attributes {unknown}; the schema has: {list(specs)}')
-    out = {}
-    for name, spec in specs.items():
-        v = flat.get(name)
-        if v is None or v == '' or v == []: continue
-        kind = spec.get('type')
-        if kind == 'age': out[name] = _check_age(v, spec)
-        elif kind == 'marks':
-            out[name] = [_check_mark(m, spec) for m in ([v] if isinstance(v, (str, dict)) else v)]
-        else: out[name] = _check_value(name, v, spec)
-    return out
+    return {name: _check_attribute(name, flat[name], spec) for name, spec in specs.items()
+            if flat.get(name) not in (None, '', [])}  # None, '' or []: not described
 
 # %% ../nbs/schema.ipynb #85cee36e
 def _article(words):
@@ -202,6 +207,17 @@ def _from_attributes(v, t, specs, neg, max_tokens):
     plain = build(False)
     return ForensicPrompt(build(True), neg, plain, v, clip_tokens(plain, ends=False), dropped)
 
+# %% ../nbs/schema.ipynb #52e281b9
+def _from_text(text, t, specs, neg, max_tokens):
+    "The prompt of a free-text description, cut at a word to fit `max_tokens`."
+    dropped = []
+    while clip_tokens(_fill(t, text, {}, specs), ends=False) > max_tokens and ' ' in text:
+        text, cut = text.rsplit(' ', 1)
+        dropped.insert(0, cut)
+    plain = _fill(t, text, {}, specs)
+    return ForensicPrompt(plain, neg, plain, {}, clip_tokens(plain, ends=False),
+                          [' '.join(dropped)] if dropped else [])
+
 # %% ../nbs/schema.ipynb #b336ec6e
 def forensic_prompt(description, # attributes dict (see the schema) or free text
                     negative:str=None, # extra negative terms, added to the template's
@@ -215,9 +231,5 @@ def forensic_prompt(description, # attributes dict (see the schema) or free text
                            if negative else '')
     if isinstance(description, dict):
         return _from_attributes(validate_attributes(description, schema), t, specs, neg, max_tokens)
-    text, dropped = check_text(description, 'description', t['max_chars']), []
-    while clip_tokens(_fill(t, text, {}, specs), ends=False) > max_tokens and ' ' in text:
-        text, cut = text.rsplit(' ', 1); dropped.insert(0, cut)
-    plain = _fill(t, text, {}, specs)
-    return ForensicPrompt(plain, neg, plain, {}, clip_tokens(plain, ends=False),
-                          [' '.join(dropped)] if dropped else [])
+    text = check_text(description, 'description', t['max_chars'])
+    return _from_text(text, t, specs, neg, max_tokens)
