@@ -494,6 +494,14 @@ def _check_input(run_dir, input_dir, out):
         raise ValueError(f'the output folder {out} holds photos of the input {photos}: '
                          'give a new or empty folder')
 
+# %% ../nbs/00_preprocess.ipynb #a2745adc
+def _renames(rename:str):
+    "The column renames `'old=new,old2=new2'` as a dict; a clear error for anything else."
+    pairs = [kv.split('=', 1) for kv in rename.split(',')] if rename else []
+    if any(len(p) != 2 or not all(s.strip() for s in p) for p in pairs):
+        raise ValueError(f'--rename takes old=new pairs separated by commas, got {rename!r}')
+    return {old.strip(): new.strip() for old, new in pairs} or None
+
 # %% ../nbs/00_preprocess.ipynb #81b8dab2
 def _process_photos(input_dir, out, log:JobLog, tables, s:FaceSettings, workers, progress):
     "Process the photos of `input_dir` not in `log` yet; the rows of all, and of unreadable folders."
@@ -533,7 +541,7 @@ def preprocess(run_dir:str, # the run directory: crops to RUN/faces, what the ru
     out, start = Path(output_dir or Path(run_dir)/'faces'), time.time()
     inputs = [input_dir, *(metadata or [])]  # an overwrite deletes none of them
     _check_input(run_dir, input_dir, out)
-    renames = dict(kv.split('=', 1) for kv in rename.split(',')) if rename else None
+    renames = _renames(rename)
     tables = [read_metadata(m, metadata_key, renames) for m in metadata or []]
     s = FaceSettings(size=size, margin=margin, detector=detector, multi_face=multi_face,
                      quality=QualityThresholds(min_face_px=min_face_px,

@@ -58,7 +58,7 @@ def check_text(text:str, what='text', max_chars=2000):
 # %% ../nbs/schema.ipynb #7d098174
 def _check_age(v, spec):
     if isinstance(v, (int, float)) and not isinstance(v, bool):
-        if v != int(v) or not 0 <= v <= 110: raise ValueError(
+        if not math.isfinite(v) or v != int(v) or not 0 <= v <= 110: raise ValueError(
             f'age {v!r} must be whole years from 0 to 110 or one of the bands '
             f'{list(spec["bands"])}')
         return int(v)
@@ -83,6 +83,8 @@ def _parse_mark(text, spec):
 def _check_mark(m, spec):
     "A mark (a dict, or 'TYPE on LOCATION') checked against the schema, in canonical form."
     if isinstance(m, str): m = _parse_mark(m, spec)
+    if not isinstance(m, dict): raise ValueError(
+        f'a mark is "TYPE on LOCATION" or a mapping of type, location, description; got {m!r}')
     unknown = set(m) - {'type', 'location', 'description'}
     if unknown: raise ValueError(
         f'mark has unknown fields {sorted(unknown)}; allowed: type, location, description')
@@ -108,7 +110,10 @@ def _check_attribute(name, v, spec):
     kind = spec.get('type')
     if kind == 'age': return _check_age(v, spec)
     if kind == 'marks':
-        return [_check_mark(m, spec) for m in ([v] if isinstance(v, (str, dict)) else v)]
+        marks = [v] if isinstance(v, (str, dict)) else v
+        if not isinstance(marks, (list, tuple)):
+            raise ValueError(f'marks must be a mark or a list of marks, got {v!r}')
+        return [_check_mark(m, spec) for m in marks]
     return _check_value(name, v, spec)
 
 # %% ../nbs/schema.ipynb #2b592e5b
