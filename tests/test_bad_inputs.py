@@ -461,6 +461,9 @@ EXPORT = [
 ]
 
 OTHERS = [
+    case('serve', msg='no API token'),  # the token comes from the environment or a file only
+    case('serve --token-file {tmp}/missing', msg='missing'),
+    case('serve --token SECRET', msg='token file SECRET does not exist'),  # argparse: --token-file
     case('download no-such-model', msg='no-such-model'),
     case('download sd15', msg='sd15'),
     case('download tiny-sd15', msg='tiny-sd15'),
@@ -510,6 +513,7 @@ def test_bad_input(cmdline, code, msg, creates, base, tmp_path, monkeypatch):
     root, record = base
     monkeypatch.delenv('T2F_DEBUG', raising=False)
     monkeypatch.delenv('T2F_APP_TOKEN', raising=False)
+    monkeypatch.delenv('T2F_SERVE_TOKEN', raising=False)
     monkeypatch.chdir(tmp_path)  # a command that writes by default writes here, where it is seen
     ctx = Ctx(root, tmp_path, record)
     argv = [a.format_map(ctx) for a in shlex.split(cmdline)]

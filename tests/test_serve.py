@@ -1,0 +1,179 @@
+"`t2f serve` for real: one local Ray (2 CPUs) and one server for the whole file; tiny-sd15 at 64 px, 2 steps."
+import asyncio, base64, io, os, secrets
+import httpx, numpy as np, pytest
+from PIL import Image
+
+TOKEN = secrets.token_hex(16)
+AUTH = {'Authorization': f'Bearer {TOKEN}'}
+SMALL = {'size': 64, 'steps': 2}
+
+@pytest.fixture(scope='module')
+def server():
+    "The URL of `t2f serve` with tiny-sd15 (batches of up to 8); Ray shut down afterwards."
+    import ray
+    from ray import serve as ray_serve
+    from text_to_face.serve import serve, _connect, _free_port
+    os.environ['T2F_SERVE_TOKEN'] = TOKEN
+    _connect(num_cpus=2, log_to_driver=False)  # ray.init(num_cpus=2, include_dashboard=False), retried
+    try: yield serve('tiny-sd15', port=_free_port(), max_batch=8, batch_wait=0.5, dtype='fp32', cpus=0.5,
+                     detach=True)
+    finally: ray_serve.shutdown(); ray.shutdown()
+
+@pytest.fixture(scope='module')
+def tight(server):
+    "A second application on the same Ray: one request per call, one place in its queue, 4 s timeout; a captioner."
+    from ray import serve as ray_serve
+    from text_to_face.serve import ServeSettings, build_app, token_digest
+    settings = ServeSettings(max_batch=1, max_queue=1, timeout=4, cpus=0.5)
+    app = build_app('tiny-sd15', [], token_digest(TOKEN), settings, captioner='tiny-llava', dtype='fp32')
+    ray_serve.run(app, name='tight', route_prefix='/tight')
+    yield f'{server}/tight'  # taken down with the server: deleting it first waits on a timed-out request
+
+def post_all(url, bodies):
+    "Post every body to `url`/generate-image at the same time; the responses, in order."
+    async def go():
+        async with httpx.AsyncClient(timeout=300, headers=AUTH) as c:
+            return await asyncio.gather(*[c.post(f'{url}/generate-image', json=b) for b in bodies])
+    return asyncio.run(go())
+
+def saved(image, path):
+    "Write the base64 PNG of a served image to `path`; `path`."
+    path.write_bytes(base64.b64decode(image['png']))
+    return path
+
+ROUTES = [('GET', '/models'), ('GET', '/metrics'), ('GET', '/docs'), ('GET', '/openapi.json'), ('GET', '/nothing'),
+          ('POST', '/generate-image'), ('POST', '/regenerate'), ('POST', '/generate-caption')]
+
+def test_every_route_but_health_wants_the_token(server):
+    "Without the token, or with a wrong one, every route but /health answers 401 before reading the request."
+    assert httpx.get(f'{server}/health').json() == {'status': 'ok'}
+    wrong = {'Authorization': 'Bearer ' + secrets.token_hex(16)}
+    for headers in ({}, wrong, {'Authorization': f'Basic {TOKEN}'}):
+        for method, path in ROUTES:
+            r = httpx.request(method, server + path, headers=headers, content=b'{broken json')
+            assert r.status_code == 401 and 'Bearer TOKEN' in r.json()['detail'], (path, r.text)
+            assert r.headers['www-authenticate'] == 'Bearer'
+    docs = httpx.get(f'{server}/docs', headers=AUTH)
+    assert docs.status_code == 200 and 'swagger' in docs.text.lower()
+    paths = httpx.get(f'{server}/openapi.json', headers=AUTH).json()['paths']
+    assert {'/generate-image', '/regenerate', '/generate-caption', '/health', '/models', '/metrics'} <= set(paths)
+
+def test_bad_requests_get_422_with_the_clis_reason(server):
+    "Each bad request is refused with the message `t2f generate` gives (check_request's), never a traceback."
+    from text_to_face.generate import check_request
+    cli = lambda *args: str(pytest.raises(ValueError, check_request, ['a man'], *args).value)
+    cases = [({'description': ''}, 'description is empty'),
+             ({'description': '  ', 'raw': True}, 'prompt is empty'),
+             ({'description': 'a man', 'size': 0}, cli([0], 0, 25, 7.0)),
+             ({'description': 'a man', 'steps': -1}, cli([0], 320, -1, 7.0)),
+             ({'description': 'a man', 'seed': -1}, cli([-1], 320, 25, 7.0)),
+             ({'description': 'a man', 'guidance': 99}, cli([0], 320, 25, 99.0)),
+             ({'description': 'a man', 'n': 100}, 'n: Input should be less than or equal to 16'),
+             ({'description': 'a man', 'scheduler': 'ddim'}, "scheduler: Input should be 'dpmpp-2m-karras'"),
+             ({'description': {'sex': 'robot'}}, 'robot'),
+             ({'description': 'a man', 'stpes': 2}, 'stpes: Extra inputs are not permitted'),
+             ({'size': 64}, 'description: Field required')]
+    for body, says in cases:
+        r = httpx.post(f'{server}/generate-image', json=body, headers=AUTH)
+        assert r.status_code == 422 and says in r.json()['detail'], (body, r.text)
+        assert 'Traceback' not in r.text
+    broken = httpx.post(f'{server}/generate-image', content=b'{"description": ',
+                        headers={**AUTH, 'Content-Type': 'application/json'})
+    assert broken.status_code == 422 and 'JSON' in broken.json()['detail']
+    for body, says in [(b'', 'request body'), (b'not a png', 'not an image')]:
+        r = httpx.post(f'{server}/regenerate', content=body, headers=AUTH)
+        assert r.status_code == 422 and says in r.json()['detail'], r.text
+
+def test_16_concurrent_requests_are_batched_and_regenerate_bit_exact(server, tmp_path):
+    "16 clients at once: all answered, in model calls of several requests, each PNG regenerating to the bit."
+    from text_to_face.generate import generator_for, read_record, regenerate_image
+    bodies = [{'description': f'a man with scar number {i}', 'seed': i, **SMALL} for i in range(16)]
+    answers = post_all(server, bodies)
+    assert [a.status_code for a in answers] == [200] * 16, [a.text[:300] for a in answers]
+    gen = None
+    for i, a in enumerate(answers):
+        image = a.json()['images'][0]
+        path = saved(image, tmp_path/f'{i}.png')
+        record = read_record(path)
+        assert (record['id'], record['seed'], record['prompt']) == (image['id'], i, a.json()['prompt'])
+        assert record['statement'].startswith('AI-generated image made by text_to_face')
+        gen = gen or generator_for(record)
+        again = regenerate_image(path, gen)
+        assert np.array_equal(np.asarray(again.image), np.asarray(Image.open(path).convert('RGB'))), i
+    assert max(a.json()['batch_requests'] for a in answers) > 1
+    metrics = httpx.get(f'{server}/metrics', headers=AUTH).json()
+    print('model calls by requests in them:', metrics['batches'], 'max in flight:', metrics['max_in_flight'])
+    assert metrics['largest_batch'] > 1 and metrics['max_in_flight'] >= 8 and metrics['images'] >= 16
+    rebuilt = httpx.post(f'{server}/regenerate', content=(tmp_path/'5.png').read_bytes(), headers=AUTH,
+                         timeout=300)
+    assert rebuilt.status_code == 200 and rebuilt.json()['identical'] is True, rebuilt.text
+
+def test_a_served_png_has_the_watermark_and_regenerates_with_t2f_regenerate(server, tmp_path):
+    "At 256 px the image carries its record's id in the watermark; `t2f regenerate` rebuilds it bit for bit."
+    from text_to_face.generate import read_record, read_watermark, regenerate
+    r = httpx.post(f'{server}/generate-image', json={'description': 'a woman', 'size': 256, 'steps': 2, 'n': 2},
+                   headers=AUTH, timeout=300)
+    assert r.status_code == 200, r.text
+    path = saved(r.json()['images'][1], tmp_path/'big.png')
+    record = read_record(path)
+    assert record['watermark'] == 'dwtDctSvd:32' and read_watermark(path) == record['id']
+    assert regenerate(str(path)) is True
+
+def test_regenerate_refuses_an_image_of_another_setup(server, tmp_path):
+    "A record whose dtype is not the server's is refused with the reason, not made into other bits."
+    from text_to_face.generate import read_record, save_png
+    r = httpx.post(f'{server}/generate-image', json={'description': 'a man', **SMALL}, headers=AUTH, timeout=300)
+    path = saved(r.json()['images'][0], tmp_path/'a.png')
+    save_png(Image.open(path), {**read_record(path), 'dtype': 'bf16'}, tmp_path/'other.png')
+    refused = httpx.post(f'{server}/regenerate', content=(tmp_path/'other.png').read_bytes(), headers=AUTH)
+    assert refused.status_code == 422 and 'another dtype' in refused.json()['detail'], refused.text
+
+def test_models(server):
+    "/models names the model and its hash; without a captioner, /generate-caption is not there (404)."
+    models = httpx.get(f'{server}/models', headers=AUTH).json()
+    assert models['model'] == 'tiny-sd15' and len(models['model_hash']) == 64
+    assert models['captioner'] is None
+    assert models['dtype'] == 'fp32' and models['max_images'] == 16
+    assert httpx.post(f'{server}/generate-caption', content=b'x', headers=AUTH).status_code == 404
+
+def test_caption(tight):
+    "/generate-caption captions a face photo with the captioner deployment; a file that is no image is 422."
+    import skimage
+    photo = io.BytesIO(); Image.fromarray(skimage.data.astronaut()).save(photo, format='JPEG')
+    r = httpx.post(f'{tight}/generate-caption?seed=3', content=photo.getvalue(), headers=AUTH, timeout=300)
+    assert r.status_code == 200 and {'caption', 'text', 'status', 'raw'} <= set(r.json()), r.text
+    bad = httpx.post(f'{tight}/generate-caption', content=b'not a photo', headers=AUTH)
+    assert bad.status_code == 422 and bad.json()['detail'] == 'the upload is not an image'
+
+def test_a_full_queue_answers_503(tight):
+    "With one place in the queue, a burst of 12 requests gets some answered and the rest refused at once: 503."
+    from text_to_face.serve import BUSY
+    answers = post_all(tight, [{'description': 'a man', 'seed': i, **SMALL} for i in range(12)])
+    codes = [a.status_code for a in answers]
+    assert 503 in codes and 200 in codes and set(codes) <= {200, 503}, codes
+    busy = answers[codes.index(503)]
+    assert busy.headers['content-type'] == 'application/json', busy.text
+    assert busy.json()['detail'] == BUSY and busy.headers['retry-after'] == '5'
+    assert httpx.get(f'{tight}/metrics', headers=AUTH).json()['answers']['503'] == codes.count(503)
+
+def test_a_request_past_the_timeout_answers_504(tight):
+    "A request that needs longer than the 4 s timeout (500 steps at 128 px: 15 s here) gets 504 with the reason."
+    r = httpx.post(f'{tight}/generate-image', json={'description': 'a man', 'size': 128, 'steps': 500},
+                   headers=AUTH, timeout=120)
+    assert r.status_code == 504 and 'no answer within 4 s' in r.json()['detail'], r.text
+
+def test_serve_sbatch_plans_a_ray_cluster_over_the_allocation():
+    "slurm/serve.sbatch (dry run): a Ray head on the first node, a worker on each other, one replica per GPU."
+    import shutil, subprocess
+    from pathlib import Path
+    if shutil.which('scontrol') is None: pytest.skip('no SLURM here')
+    env = {**os.environ, 'SLURM_JOB_NODELIST': 'gpu[1-2]', 'SLURM_JOB_ID': '123', 'SLURM_GPUS_ON_NODE': '4',
+           'SLURM_CPUS_PER_TASK': '8', 'T2F_HEAD_IP': '10.0.0.1', 'T2F_DRY_RUN': '1'}
+    done = subprocess.run(['bash', 'slurm/serve.sbatch', '--model', 'realvisxl4', '--max-batch', '4'], env=env,
+                          cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    head, worker, command = done.stdout.splitlines()
+    assert head.startswith('head gpu1: ray start --block --num-cpus=8 --num-gpus=4') and '--port=20123' in head
+    assert worker.startswith('worker gpu2:') and worker.endswith('--address=10.0.0.1:20123')
+    assert command == ('t2f serve --address 10.0.0.1:20123 --host 0.0.0.0 --port 8000 --replicas 8 '
+                       '--model realvisxl4 --max-batch 4')
