@@ -24,17 +24,21 @@ class SpeedOptions:
     vae_tiling:bool=False # the VAE decodes in tiles (less memory for large images)
     cpu_offload:bool=False # CUDA: each model on the GPU only while it runs (small GPUs)
     deep_cache:int=0 # DeepCache: the whole UNet only every N steps (0 = off; 3 is 2.4x as fast)
-    def __post_init__(self):
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if f.type is bool and not isinstance(value, bool):
-                raise ValueError(f'{f.name} {value!r} must be True or False')
-        if not isinstance(self.deep_cache, int) or self.deep_cache < 0:
-            raise ValueError(f'deep_cache {self.deep_cache!r} must be 0 (off) '
-                             'or a cache interval of 2 or more')
-        if self.deep_cache > 1 and self.compile:
-            raise ValueError('deep_cache and compile cannot be combined: '
-                             'DeepCache swaps UNet blocks at run time')
+    def __post_init__(self): _check_options(self)
+
+# %% ../nbs/accel.ipynb #1a80ec46
+def _check_options(o): # a SpeedOptions being made
+    "Raise a ValueError naming the first option of `o` whose value is wrong."
+    for f in dataclasses.fields(o):
+        value = getattr(o, f.name)
+        if f.type is bool and not isinstance(value, bool):
+            raise ValueError(f'{f.name} {value!r} must be True or False')
+    if not isinstance(o.deep_cache, int) or o.deep_cache < 0:
+        raise ValueError(f'deep_cache {o.deep_cache!r} must be 0 (off) '
+                         'or a cache interval of 2 or more')
+    if o.deep_cache > 1 and o.compile:
+        raise ValueError('deep_cache and compile cannot be combined: '
+                         'DeepCache swaps UNet blocks at run time')
 
 # %% ../nbs/accel.ipynb #07044e1a
 def speed_options(base:SpeedOptions=None, # the options to start from (default: SpeedOptions())

@@ -4,37 +4,39 @@
 
 # %% auto #0
 __all__ = ['REWRITE_PROMPT', 'GUARDED_VOILA', 'PAGE', 'attribute_form', 'form_attributes', 'check_rewrite', 'rewrite_description',
-           'candidate_tile', 'Dashboard', 'dashboard', 'read_token', 'is_loopback', 'serve', 'app']
+           'candidate_tile', 'Dashboard', 'dashboard', 'read_token', 'is_loopback', 'serve', 'write_page',
+           'voila_command', 'app']
 
 # %% ../nbs/06_app.ipynb #7f23daa7
 import html, dataclasses, ipaddress, os, re, shlex, signal, stat, subprocess, sys, threading, time
 from pathlib import Path
 from fastcore.basics import patch
 from .schema import load_schema, forensic_prompt, check_text, _allowed
-from .generate import parse_lora
+from .generate import parse_lora, model_and_lora
 from .cases import *
-from .core import trained_lora
 from .cases import _thumb  # a private name: `import *` leaves it out
 
 # %% ../nbs/06_app.ipynb #a0bd59ed
 import ipywidgets as W
 
+def _dropdown(options:list, description:str):
+    "A dropdown of the form, on its first option."
+    return W.Dropdown(options=options, description=description, layout=W.Layout(width='280px'))
+
+def _choices(spec:dict):
+    "The choices of a schema attribute, 'unknown' first; None for the marks, which get two fields."
+    if spec.get('type') == 'marks': return None
+    return ['unknown'] + list(spec['bands'] if spec.get('type') == 'age' else spec['values'])
+
+# %% ../nbs/06_app.ipynb #e28d7f11
 def attribute_form(schema=None):
     "A dropdown per schema attribute (first option 'unknown'), plus mark type and location."
-    schema = schema or load_schema()
-    fields = {}
-    for name, spec in schema['attributes'].items():
-        if spec.get('type') == 'age': options = ['unknown'] + list(spec['bands'])
-        elif spec.get('type') == 'marks': continue
-        else: options = ['unknown'] + list(spec['values'])
-        fields[name] = W.Dropdown(options=options, value='unknown',
-                                  description=name.replace('_', ' '),
-                                  layout=W.Layout(width='280px'))
-    marks = schema['attributes'].get('marks', {})
-    fields['mark_type'] = W.Dropdown(options=['none'] + marks.get('types', []), description='mark',
-                                     layout=W.Layout(width='280px'))
-    fields['mark_location'] = W.Dropdown(options=marks.get('locations', ['face']),
-                                         description='on the', layout=W.Layout(width='280px'))
+    specs = (schema or load_schema())['attributes']
+    fields = {name: _dropdown(_choices(spec), name.replace('_', ' '))
+              for name, spec in specs.items() if _choices(spec)}
+    marks = specs.get('marks', {})
+    fields['mark_type'] = _dropdown(['none'] + marks.get('types', []), 'mark')
+    fields['mark_location'] = _dropdown(marks.get('locations', ['face']), 'on the')
     return fields
 
 # %% ../nbs/06_app.ipynb #df38f6e3
@@ -91,39 +93,60 @@ def candidate_tile(item, on_toggle):
 class Dashboard:
     "The composite dashboard of one kernel (one browser tab): widgets over a `CompositeSession`."
     def __init__(self, session:CompositeSession, banner:str='', rewriter:str=None):
-        self.s, self.fields, self.job, self.busy, self.rewriter = session, attribute_form(), None, False, rewriter
-        self.case_no, self.witness, self.operator = W.Text(description='case no.'), W.Text(description='witness'), W.Text(description='operator')
-        self.open_btn = W.Button(description='Open case', button_style='primary')
-        self.free_text = W.Textarea(placeholder='anything the form cannot say',
-                                    description='details', layout=W.Layout(width='560px'))
-        self.describe_btn = W.Button(description='Describe')
-        self.rewrite_btn = W.Button(description='Rewrite (local model)',
-                                    layout=W.Layout(display='' if rewriter else 'none'))
-        self.description = W.Textarea(layout=W.Layout(width='95%', height='70px'),
-                                      description='prompt')
-        self.n = W.IntSlider(value=6, min=1, max=12, description='candidates')
-        self.strength = W.FloatSlider(value=0.15, min=0.02, max=0.6, step=0.01,
-                                      description='variation')
-        self.generate_btn, self.evolve_btn = W.Button(description='Generate',
-                                                      button_style='success'), W.Button(description='Next generation')
-        self.refine_btn, self.final_btn = W.Button(description='Refine chosen'), W.Button(description='Mark final')
-        self.cancel_btn, self.export_btn = W.Button(description='Cancel',
-                                                    button_style='warning'), W.Button(description='Export case')
-        self.progress, self.status = W.IntProgress(min=0, max=1, description='progress'), W.HTML()
-        self.grid, self.history = W.GridBox(layout=W.Layout(grid_template_columns='repeat(6, 160px)')), W.Output()
-        self.banner = W.HTML(banner)
+        self.s, self.fields, self.job, self.busy = session, attribute_form(), None, False
+        self.rewriter, self.banner = rewriter, W.HTML(banner)
+        self._case_widgets()
+        self._describe_widgets()
+        self._array_widgets()
         self._wire()
 
-    def _wire(self):
-        self.open_btn.on_click(lambda _: self.open_case())
-        self.describe_btn.on_click(lambda _: self.describe())
-        self.rewrite_btn.on_click(lambda _: self.rewrite())
-        self.generate_btn.on_click(lambda _: self.run(lambda p: self.s.generate(self.n.value, progress=p)))
-        self.evolve_btn.on_click(lambda _: self.run(lambda p: self.s.evolve(self.n.value, self.strength.value, progress=p)))
-        self.refine_btn.on_click(lambda _: self.run(lambda p: self.s.refine(self._chosen()[0], progress=p)))
-        self.final_btn.on_click(lambda _: self._mark_final())
-        self.cancel_btn.on_click(lambda _: self.s.cancel.set())
-        self.export_btn.on_click(lambda _: self._export())
+# %% ../nbs/06_app.ipynb #b0f6d201
+@patch
+def _case_widgets(self:Dashboard):
+    "The case bar: case number, witness, operator, and the button that opens the case."
+    self.case_no, self.witness = W.Text(description='case no.'), W.Text(description='witness')
+    self.operator = W.Text(description='operator')
+    self.open_btn = W.Button(description='Open case', button_style='primary')
+
+@patch
+def _describe_widgets(self:Dashboard):
+    "The free-text details, the Describe and Rewrite buttons, and the editable description."
+    self.free_text = W.Textarea(placeholder='anything the form cannot say',
+                                description='details', layout=W.Layout(width='560px'))
+    self.describe_btn = W.Button(description='Describe')
+    self.rewrite_btn = W.Button(description='Rewrite (local model)',
+                                layout=W.Layout(display='' if self.rewriter else 'none'))
+    self.description = W.Textarea(layout=W.Layout(width='95%', height='70px'), description='prompt')
+
+# %% ../nbs/06_app.ipynb #c9901fd3
+@patch
+def _array_widgets(self:Dashboard):
+    "The array and its controls: size, variation, actions, progress, status, grid and history."
+    self.n = W.IntSlider(value=6, min=1, max=12, description='candidates')
+    self.strength = W.FloatSlider(value=0.15, min=0.02, max=0.6, step=0.01,
+                                  description='variation')
+    button = lambda text, style='': W.Button(description=text, button_style=style)
+    self.generate_btn, self.evolve_btn = button('Generate', 'success'), button('Next generation')
+    self.refine_btn, self.final_btn = button('Refine chosen'), button('Mark final')
+    self.cancel_btn, self.export_btn = button('Cancel', 'warning'), button('Export case')
+    self.progress, self.status = W.IntProgress(min=0, max=1, description='progress'), W.HTML()
+    self.grid = W.GridBox(layout=W.Layout(grid_template_columns='repeat(6, 160px)'))
+    self.history = W.Output()
+
+# %% ../nbs/06_app.ipynb #c9829dfa
+@patch
+def _wire(self:Dashboard):
+    "Connect each button to its action."
+    self.open_btn.on_click(lambda _: self.open_case())
+    self.describe_btn.on_click(lambda _: self.describe())
+    self.rewrite_btn.on_click(lambda _: self.rewrite())
+    self.generate_btn.on_click(lambda _: self.run(lambda p: self.s.generate(self.n.value, progress=p)))
+    self.evolve_btn.on_click(lambda _: self.run(
+        lambda p: self.s.evolve(self.n.value, self.strength.value, progress=p)))
+    self.refine_btn.on_click(lambda _: self.run(lambda p: self.s.refine(self._chosen()[0], progress=p)))
+    self.final_btn.on_click(lambda _: self._mark_final())
+    self.cancel_btn.on_click(lambda _: self.s.cancel.set())
+    self.export_btn.on_click(lambda _: self._export())
 
 # %% ../nbs/06_app.ipynb #3633d3e2
 @patch
@@ -131,6 +154,7 @@ def _error(self:Dashboard, message):
     "Show `message` (an exception or text) as the status line, in red."
     self.status.value = f'<b style="color:#b00">{html.escape(str(message))}</b>'
 
+# %% ../nbs/06_app.ipynb #cb51ce71
 @patch
 def open_case(self:Dashboard):
     "Open the case record typed in the case bar; show its history."
@@ -147,6 +171,20 @@ def describe(self:Dashboard):
                                                  self.free_text.value).plain
     except ValueError as e: self._error(e)
 
+# %% ../nbs/06_app.ipynb #8b4315ed
+@patch
+def _start(self:Dashboard, job):
+    "Run `job` in a daemon thread, kept as `self.job`; return the thread."
+    self.job = threading.Thread(target=job, daemon=True)
+    self.job.start()
+    return self.job
+
+@patch
+def wait(self:Dashboard, timeout:float=600):
+    "Wait for the running job (tests, scripts)."
+    if self.job is not None: self.job.join(timeout)
+
+# %% ../nbs/06_app.ipynb #5324c548
 @patch
 def rewrite(self:Dashboard):
     "Have the local text model rewrite the description (in a thread); keep the template's if a detail got lost."
@@ -161,8 +199,9 @@ def rewrite(self:Dashboard):
                                                          details)
             self.status.value = 'rewritten by the local model: check it before generating'
         except Exception as e: self._error(e)
-    self.job = threading.Thread(target=job, daemon=True); self.job.start()
+    self._start(job)
 
+# %% ../nbs/06_app.ipynb #0ff4f5ca
 @patch
 def _sync_prompt(self:Dashboard):
     "Use the description box as the prompt if the investigator edited it."
@@ -173,11 +212,28 @@ def _sync_prompt(self:Dashboard):
 
 @patch
 def _chosen(self:Dashboard):
+    "The ids of the faces chosen in the grid; a ValueError when there are none."
     ids = [t.image_id for t in self.grid.children if t.choose.value]
     if not ids: raise ValueError('choose a face first')
     return ids
 
 # %% ../nbs/06_app.ipynb #f08157ac
+@patch
+def _busy(self:Dashboard, busy:bool):
+    "Mark a job as running, its action buttons disabled, or as ended."
+    self.busy = busy
+    for b in (self.generate_btn, self.evolve_btn, self.refine_btn): b.disabled = busy
+
+@patch
+def _show(self:Dashboard, items:list):
+    "Show `items` as the new array (each face with its choose toggle), and redraw the history."
+    choose = lambda iid, on: self.s.select([iid], on)
+    self.grid.children = [candidate_tile(i, choose) for i in items]
+    self.show_history()
+    cancelled = ' (cancelled)' if self.s.cancel.is_set() else ''
+    self.status.value = f'{len(items)} candidates{cancelled}'
+
+# %% ../nbs/06_app.ipynb #9c418287
 @patch
 def run(self:Dashboard, work):
     "Run `work(progress)` in a thread unless a job is running; show its result as the new array."
@@ -185,31 +241,23 @@ def run(self:Dashboard, work):
     try: self._sync_prompt()
     except ValueError as e: self._error(e); return None
     def progress(done, total): self.progress.max, self.progress.value = max(total, 1), done
-    self.busy = True  # set here, in the kernel's thread, so that a click arriving next is refused
+    self._busy(True)  # set here, in the kernel's thread, so that a click arriving next is refused
     self.s.cancel.clear()  # here too: a Cancel clicked right after the start must not be lost
-    buttons = [self.generate_btn, self.evolve_btn, self.refine_btn]
-    for b in buttons: b.disabled = True
     def job():
         self.status.value = 'generating...'
-        try:
-            items = work(progress)
-            self.grid.children = [candidate_tile(i, lambda iid,
-                                                 on: self.s.select([iid], on)) for i in items]
-            self.show_history()
-            self.status.value = f'{len(items)} candidates' + (' (cancelled)' if self.s.cancel.is_set() else '')
+        try: self._show(work(progress))
         except Exception as e: self._error(f'{type(e).__name__}: {e}')
-        finally:
-            self.busy = False
-            for b in buttons: b.disabled = False
-    self.job = threading.Thread(target=job, daemon=True); self.job.start()
-    return self.job
-
-@patch
-def wait(self:Dashboard, timeout:float=600):
-    "Wait for the running job (tests, scripts)."
-    if self.job is not None: self.job.join(timeout)
+        finally: self._busy(False)
+    return self._start(job)
 
 # %% ../nbs/06_app.ipynb #ef67cb20
+def _history_figure(h:dict):
+    "One face of the case history as HTML: its thumbnail, outlined if chosen (in red if final)."
+    outline = '4px solid #c22' if h['final'] else '3px solid #2a7' if h['selected'] else 'none'
+    img = f'<img src="data:image/png;base64,{_thumb(h["path"], 96)}" style="outline:{outline}" '
+    title = f'title="#{h["id"]} seed {h["record"]["request"]["seed"]}">'
+    return f'<figure style="display:inline-block;margin:2px">{img}{title}</figure>'
+
 @patch
 def show_history(self:Dashboard):
     "Redraw the case history: every array, the chosen faces outlined, the final one in red."
@@ -217,13 +265,13 @@ def show_history(self:Dashboard):
     self.history.outputs = ()  # (clear_output needs a front end; this works with and without one)
     for k, step in enumerate(sorted({h['step_id'] for h in hist}), 1):  # steps counted within this case
         items = [h for h in hist if h['step_id'] == step]
-        tiles = ''.join(f'<figure style="display:inline-block;margin:2px"><img src="data:image/png;base64,{_thumb(h["path"], 96)}" '
-                        f'style="outline:{"4px solid #c22" if h["final"] else "3px solid #2a7" if h["selected"] else "none"}" '
-                        f'title="#{h["id"]} seed {h["record"]["request"]["seed"]}"></figure>' for h in items)
+        tiles = ''.join(_history_figure(h) for h in items)
         self.history.append_display_data(W.HTML(f'<b>step {k}: {items[0]["kind"]}</b> ({AI_LABEL})<br>{tiles}'))
 
+# %% ../nbs/06_app.ipynb #0ca5eae6
 @patch
 def _mark_final(self:Dashboard):
+    "Mark the first chosen face as the final composite."
     try: ids = self._chosen()
     except ValueError as e: self._error(e); return
     self.s.mark_final(ids[0])
@@ -232,37 +280,33 @@ def _mark_final(self:Dashboard):
 
 @patch
 def _export(self:Dashboard):
+    "Export the case into a folder of its own, named by the time."
     page = self.s.export(self.s.data_dir/'exports'/f'case-{self.s.case_id}-{time.strftime("%Y%m%d-%H%M%S")}')
     self.status.value = f'exported to {html.escape(str(page.parent))}'
 
+# %% ../nbs/06_app.ipynb #c8f7e2bc
 @patch
 def widget(self:Dashboard):
     "The whole dashboard as one widget, ready to display."
     form = W.GridBox(list(self.fields.values()),
                      layout=W.Layout(grid_template_columns='repeat(3, 290px)'))
-    return W.VBox([self.banner, W.HBox([self.case_no, self.witness, self.operator, self.open_btn]),
-                   W.HTML('<h3>Describe the face</h3>'), form,
-                       W.HBox([self.free_text, self.describe_btn, self.rewrite_btn]),
-                           self.description,
-                   W.HBox([self.n, self.generate_btn, self.cancel_btn, self.progress]),
-                       self.status, self.grid,
-                   W.HBox([self.strength, self.evolve_btn, self.refine_btn, self.final_btn,
-                           self.export_btn]),
-                   W.HTML('<h3>Case history</h3>'), self.history])
+    box = W.VBox([self.banner, W.HBox([self.case_no, self.witness, self.operator, self.open_btn]),
+                  W.HTML('<h3>Describe the face</h3>'), form,
+                  W.HBox([self.free_text, self.describe_btn, self.rewrite_btn]), self.description,
+                  W.HBox([self.n, self.generate_btn, self.cancel_btn, self.progress]),
+                  self.status, self.grid,
+                  W.HBox([self.strength, self.evolve_btn, self.refine_btn, self.final_btn,
+                          self.export_btn]),
+                  W.HTML('<h3>Case history</h3>'), self.history])
+    box.dashboard = self
+    return box
 
 # %% ../nbs/06_app.ipynb #1cb47c0e
 def _banner(text, colour): return f'<div style="padding:8px;background:{colour};border-radius:4px">{text}</div>'
 
-def dashboard(model:str='realvisxl4', # generator model: registry name, tiny-* or a folder
-              lora:str=None, # LoRA file or folder, optionally PATH:WEIGHT
-              data_dir:str=None, # where cases, images and the cache live (default ~/text_to_face/app)
-              size:int=None,
-                  steps:int=None, # generation settings (default: 320 px, 25 steps; 64 px, 4 steps on tiny models)
-              deep_cache:int=0, # DeepCache interval: 0 = off, 3 = faster previews (see 04_generate)
-              rewriter:str=None): # optional local text model (folder or tiny-lm) that rewrites descriptions
-    "Build the composite dashboard for `model`; show it with `display` (a Voila page shows the returned widget)."
+def _model_banner(model:str):
+    "The model to serve, and a banner when it is the tiny demo (or stands in for a missing one)."
     from text_to_face.models import resolve_model, ModelNotFound
-    data_dir = Path(data_dir or Path.home()/'text_to_face'/'app')
     try: resolve_model(model, allow_download=False); banner = ''
     except ModelNotFound as e:
         banner = _banner(f'<b>{html.escape(str(e))}</b><br>Running the tiny demo model instead.',
@@ -271,10 +315,23 @@ def dashboard(model:str='realvisxl4', # generator model: registry name, tiny-* o
     if model.startswith('tiny-'):
         banner = banner or _banner('<b>Demo model</b>: tiny random weights make noise-like images. Start with '
                                    '<code>t2f app --model realvisxl4</code> (or sd15, or a folder) for real faces.', '#ffd')
-    tiny = model.startswith('tiny-')
-    s = CompositeSession(data_dir, model, [parse_lora(lora)] if lora else [],
-                         size=size or (64 if tiny else 320),
-                         steps=steps or (4 if tiny else 25), deep_cache=deep_cache)
+    return model, banner
+
+# %% ../nbs/06_app.ipynb #8c8017d4
+def dashboard(model:str='realvisxl4', # generator model: registry name, tiny-* or a folder
+              lora:str=None, # LoRA file or folder, optionally PATH:WEIGHT
+              data_dir:str=None, # where cases, images and the cache live (default ~/text_to_face/app)
+              size:int=None, # image side (default: 320 px; 64 px on tiny models)
+              steps:int=None, # denoising steps (default: 25; 4 on tiny models)
+              deep_cache:int=0, # DeepCache interval: 0 = off, 3 = faster previews (see 04_generate)
+              cache_hours:float=1, # hours an image is kept for identical requests; 0: no cache
+              rewriter:str=None): # optional local text model (folder or tiny-lm) that rewrites descriptions
+    "Build the composite dashboard for `model`; show it with `display` (a Voila page shows the returned widget)."
+    model, banner = _model_banner(model)
+    tiny, loras = model.startswith('tiny-'), [parse_lora(lora)] if lora else []
+    s = CompositeSession(Path(data_dir or Path.home()/'text_to_face'/'app'), model, loras,
+                         size=size or (64 if tiny else 320), steps=steps or (4 if tiny else 25),
+                         deep_cache=deep_cache, cache_ttl=cache_hours * 3600)
     return Dashboard(s, banner, rewriter).widget()
 
 # %% ../nbs/06_app.ipynb #271537e0
@@ -336,8 +393,29 @@ def serve(cmd:list, # the server's command line
 # %% ../nbs/06_app.ipynb #7fcf9fab
 PAGE = '''import os
 from text_to_face.app import dashboard
-dashboard(model={model!r}, lora={lora!r}, data_dir={data_dir!r}, deep_cache={deep_cache!r}, rewriter={rewriter!r})'''
+dashboard(model={model!r}, lora={lora!r}, data_dir={data_dir!r}, deep_cache={deep_cache!r},
+          cache_hours={cache_hours!r}, rewriter={rewriter!r})'''
 
+def write_page(data_dir:Path, # the app's private data folder
+               **settings): # dashboard's arguments but data_dir
+    "The Voila page: one cell calling `dashboard`, alone in `data_dir/page` and its owner's only."
+    import nbformat
+    page = private_dir(data_dir/'page')/'dashboard.ipynb'  # alone in Voila's root: no case data beside it
+    cells = [nbformat.v4.new_markdown_cell('# text_to_face: composite dashboard'),
+             nbformat.v4.new_code_cell(PAGE.format(data_dir=str(data_dir), **settings))]
+    kernel = {'name': 'python3', 'display_name': 'python3', 'language': 'python'}
+    nbformat.write(nbformat.v4.new_notebook(cells=cells, metadata={'kernelspec': kernel}), page)
+    page.chmod(0o600)
+    return page
+
+# %% ../nbs/06_app.ipynb #1f66ce9f
+def voila_command(page:Path, port:int, host:str, secret:str):
+    "The command serving `page` with the guarded Voila, which serves no files; with a token if `secret`."
+    auth = ['--Voila.auto_token=True'] if secret else []  # Voila reads the token from JUPYTER_TOKEN
+    return [sys.executable, '-c', GUARDED_VOILA, str(page), f'--port={port}', f'--Voila.ip={host}',
+            '--no-browser', '--VoilaConfiguration.file_allowlist=[]', *auth]
+
+# %% ../nbs/06_app.ipynb #15165f87
 def app(model:str=None, # generator model: registry name, tiny-* or a folder (default: the run's, else realvisxl4)
         lora:str=None, # LoRA file or folder, optionally PATH:WEIGHT (default: the run's)
         run:str=None, # a run directory: serve the model and LoRA it trained
@@ -348,31 +426,20 @@ def app(model:str=None, # generator model: registry name, tiny-* or a folder (de
         data_dir:str=None, # where cases, images and the cache live (default ~/text_to_face/app)
         rewriter:str=None, # optional local text model (folder) that rewrites descriptions
         deep_cache:int=0, # DeepCache interval: 0 = off, 3 = faster previews (see 04_generate)
+        cache_hours:float=1, # hours the cache keeps an image for identical requests; 0: no cache
         dry_run:bool=False): # print the voila command instead of running it
     "Serve the investigator's dashboard with Voila."
-    import nbformat
     if token is not None: raise ValueError('a token on the command line is visible to every user in `ps`: '
                                            'set T2F_APP_TOKEN or use --token-file')
-    if run is not None:  # what the run trained, where the caller did not name it
-        base, trained = trained_lora(run) if model is None or lora is None else (model, None)
-        model, lora = model or base, lora or str(trained)
-    model = model or 'realvisxl4'
+    model, lora = model_and_lora(run, model, lora)
     secret = read_token(token_file)
     if not secret and not is_loopback(host): raise ValueError(f'serving on {host} needs a token: '
                                                               'set T2F_APP_TOKEN or use --token-file')
     data_dir = private_dir(Path(data_dir or Path.home()/'text_to_face'/'app').resolve())
-    page = private_dir(data_dir/'page')/'dashboard.ipynb'  # alone in Voila's root: no case data beside it
-    code = PAGE.format(model=model, lora=lora, data_dir=str(data_dir), deep_cache=deep_cache,
-                       rewriter=rewriter)
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell('# text_to_face: composite dashboard'),
-                                         nbformat.v4.new_code_cell(code)],
-                                  metadata={'kernelspec': {'name': 'python3',
-                                                           'display_name': 'python3', 'language': 'python'}})
-    nbformat.write(nb, page); page.chmod(0o600)
-    cmd = [sys.executable, '-c', GUARDED_VOILA, str(page), f'--port={port}', f'--Voila.ip={host}',
-           '--no-browser',
-           '--VoilaConfiguration.file_allowlist=[]'] + (['--Voila.auto_token=True'] if secret else [])
+    check_lifetime(cache_hours)  # refused here, not in a visitor's kernel
+    page = write_page(data_dir, model=model or 'realvisxl4', lora=lora, deep_cache=deep_cache,
+                      cache_hours=cache_hours, rewriter=rewriter)
+    cmd = voila_command(page, port, host, secret)
     if dry_run: print(shlex.join(cmd)); return cmd
     env = {k: v for k, v in os.environ.items() if k != 'T2F_APP_TOKEN'}
-    env |= {'JUPYTER_TOKEN': secret} if secret else {}
-    return serve(cmd, env)
+    return serve(cmd, env | ({'JUPYTER_TOKEN': secret} if secret else {}))

@@ -14,11 +14,10 @@ from .models import resolve_model, SD_BETAS
 from .generate import FaceGenerator, DTYPE_NAMES
 
 # %% ../nbs/bench.ipynb #eb6c6b6c
-def _bench_model(folder):
-    "Write an SD 1.5-sized pipeline with random weights into `folder` (tiny tokenizer reused)."
-    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline
-    from diffusers import UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+def _bench_parts():
+    "An SD 1.5-sized UNet, VAE and text encoder with random weights (seeded)."
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
     torch.manual_seed(0)
     unet = UNet2DConditionModel(block_out_channels=(320, 640, 1280, 1280), cross_attention_dim=768,
                                 attention_head_dim=8, layers_per_block=2, sample_size=64)
@@ -28,17 +27,31 @@ def _bench_model(folder):
     text = CLIPTextModel(CLIPTextConfig(hidden_size=768, intermediate_size=3072,
                                         num_attention_heads=12, num_hidden_layers=12,
                                         max_position_embeddings=77))
-    tok = CLIPTokenizer.from_pretrained(resolve_model('tiny-sd15')/'tokenizer')
-    scheduler = PNDMScheduler(**SD_BETAS, skip_prk_steps=True)
-    StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tok, unet=unet,
-                            scheduler=scheduler, safety_checker=None, feature_extractor=None,
-                            requires_safety_checker=False).save_pretrained(folder)
+    return unet, vae, text
+
+# %% ../nbs/bench.ipynb #4e407bc1
+def _bench_lora(unet, folder):
+    "Give `unet` a random rank-16 LoRA, saved in diffusers' format into `folder`/lora; its file."
+    from diffusers import StableDiffusionPipeline
     from peft import LoraConfig, get_peft_model_state_dict
     unet.add_adapter(LoraConfig(r=16, lora_alpha=16, init_lora_weights='gaussian',
                                 target_modules=['to_q', 'to_k', 'to_v', 'to_out.0']))
     lora = get_peft_model_state_dict(unet)
     StableDiffusionPipeline.save_lora_weights(Path(folder)/'lora', unet_lora_layers=lora)
-    return Path(folder), Path(folder)/'lora'/'pytorch_lora_weights.safetensors'
+    return Path(folder)/'lora'/'pytorch_lora_weights.safetensors'
+
+# %% ../nbs/bench.ipynb #1a47f244
+def _bench_model(folder):
+    "Write an SD 1.5-sized pipeline with random weights, and a LoRA, into `folder` (tiny tokenizer)."
+    from diffusers import PNDMScheduler, StableDiffusionPipeline
+    from transformers import CLIPTokenizer
+    unet, vae, text = _bench_parts()
+    tok = CLIPTokenizer.from_pretrained(resolve_model('tiny-sd15')/'tokenizer')
+    scheduler = PNDMScheduler(**SD_BETAS, skip_prk_steps=True)
+    StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tok, unet=unet,
+                            scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                            requires_safety_checker=False).save_pretrained(folder)
+    return Path(folder), _bench_lora(unet, folder)
 
 # %% ../nbs/bench.ipynb #2d78d3ea
 UNET_TFLOP = 0.533  # FACTS.md: the work of one SD 1.5 UNet call at 320 px, CFG batch 2
@@ -52,15 +65,25 @@ def matmul_tflops(n:int=2048, repeats:int=5):
     return 2 * n**3 / best / 1e12
 
 # %% ../nbs/bench.ipynb #e1c580bc
-def _time_image(gen, scheduler, steps, size, settle:int=2):
-    "Seconds per whole and per cached UNet call and outside the UNet, and the machine's speed."
-    calls, start, speed, unet = [], {}, matmul_tflops(), gen.pipe.unet
+def _unet_calls(unet, work):
+    "The seconds of each call of `unet` while `work()` runs, and of the whole of `work`."
+    calls, start = [], {}
     pre = unet.register_forward_pre_hook(lambda *_: start.__setitem__('t', time.perf_counter()))
     post = unet.register_forward_hook(lambda *_: calls.append(time.perf_counter() - start['t']))
     t = time.perf_counter()
-    gen.generate(['frontal police mugshot photograph of a man'], [1], size=size, steps=steps,
-                 scheduler=scheduler)
-    total = time.perf_counter() - t; pre.remove(); post.remove()
+    work()
+    total = time.perf_counter() - t
+    pre.remove()
+    post.remove()
+    return calls, total
+
+# %% ../nbs/bench.ipynb #158b7b9f
+def _time_image(gen, scheduler, steps, size, settle:int=2):
+    "Seconds per whole and per cached UNet call and outside the UNet, and the machine's speed."
+    speed = matmul_tflops()
+    prompt = 'frontal police mugshot photograph of a man'
+    calls, total = _unet_calls(gen.pipe.unet, lambda: gen.generate(
+        [prompt], [1], size=size, steps=steps, scheduler=scheduler))
     # with DeepCache, step i runs the whole UNet when i % every == 0
     every = max(gen.options.deep_cache, 1)
     # medians after the first `settle` calls, which carry one-off costs (memory, caches)
@@ -103,6 +126,39 @@ def _print_bench(cols, size, dtype):
     print(f"a whole UNet call takes {c['whole'] / ceiling:.1f}x the bf16 matmul ceiling "
           f"of the moment ({ceiling:.2f} s)")
 
+# %% ../nbs/bench.ipynb #f8008c8f
+def _bench_settings(folder, lora, compile:bool):
+    "The benchmark's settings by name: (generator, scheduler, steps timed, steps of a whole image)."
+    make = lambda **options: FaceGenerator(str(folder), [(lora, 1.0)], **options)
+    original = make(dtype='fp32', fuse=False, channels_last=False, pack_weights=False)
+    settings = {'original': (original, 'pndm', 5, 50),
+                'unpacked': (make(pack_weights=False), 'dpmpp-2m-karras', 8, 25),
+                'this stage': (make(), 'dpmpp-2m-karras', 8, 25),
+                '+ DeepCache 3': (make(deep_cache=3), 'dpmpp-2m-karras', 9, 25)}
+    if compile: settings['+ compile'] = (make(compile=True), 'dpmpp-2m-karras', 8, 25)
+    return settings
+
+# %% ../nbs/bench.ipynb #f18ca765
+def _bench_rounds(settings:dict, size:int, repeats:int):
+    "A warm-up image per setting, then `repeats` rounds in turns: each setting's timings, by name."
+    for gen, sched, *_ in settings.values():
+        gen.generate(['warm up'], [0], size=size, steps=2, scheduler=sched)
+    runs = {k: [] for k in settings}
+    for _ in tqdm(range(repeats), desc='rounds'):
+        for k, (gen, sched, steps, _) in settings.items():
+            runs[k].append(_time_image(gen, sched, steps, size))
+    return runs
+
+# %% ../nbs/bench.ipynb #4add5884
+def _bench_columns(runs:dict, image_steps:dict):
+    "The median round of each setting, with its seconds per image (of its own steps, and of 20)."
+    median = lambda k, r: sorted(r, key=lambda t: seconds_per_image(t, image_steps[k]))[len(r) // 2]
+    cols = {k: median(k, r) for k, r in runs.items()}
+    for k, t in cols.items():
+        t.update(image=seconds_per_image(t, image_steps[k]),
+                 image_20_steps=seconds_per_image(t, 20))
+    return cols
+
 # %% ../nbs/bench.ipynb #fe808660
 def bench_generate(size:int=320, # image side
                    repeats:int=3, # timed images per setting, in turns so that noise hits all alike
@@ -111,28 +167,10 @@ def bench_generate(size:int=320, # image side
     threads = torch.get_num_threads()
     torch.set_num_threads(os.cpu_count())  # notebooks may have set one
     with tempfile.TemporaryDirectory() as d:
-        folder, lora = _bench_model(Path(d)/'sd15-random')
-        make = lambda **options: FaceGenerator(str(folder), [(lora, 1.0)], **options)
-        original = make(dtype='fp32', fuse=False, channels_last=False, pack_weights=False)
-        settings = {  # name: generator, scheduler, steps timed, steps of a whole image
-            'original': (original, 'pndm', 5, 50),
-            'unpacked': (make(pack_weights=False), 'dpmpp-2m-karras', 8, 25),
-            'this stage': (make(), 'dpmpp-2m-karras', 8, 25),
-            '+ DeepCache 3': (make(deep_cache=3), 'dpmpp-2m-karras', 9, 25)}
-        if compile: settings['+ compile'] = (make(compile=True), 'dpmpp-2m-karras', 8, 25)
-        for gen, sched, *_ in settings.values():
-            gen.generate(['warm up'], [0], size=size, steps=2, scheduler=sched)
-        runs = {k: [] for k in settings}
-        for _ in tqdm(range(repeats), desc='rounds'):
-            for k, (gen, sched, steps, _) in settings.items():
-                runs[k].append(_time_image(gen, sched, steps, size))
+        settings = _bench_settings(*_bench_model(Path(d)/'sd15-random'), compile)
+        runs = _bench_rounds(settings, size, repeats)
         dtype = DTYPE_NAMES[settings['this stage'][0].dtype]
     torch.set_num_threads(threads)
-    image_steps = {k: v[3] for k, v in settings.items()}
-    median = lambda k, r: sorted(r, key=lambda t: seconds_per_image(t, image_steps[k]))[len(r) // 2]
-    cols = {k: median(k, r) for k, r in runs.items()}  # the median round of each setting
-    for k, t in cols.items():
-        t.update(image=seconds_per_image(t, image_steps[k]),
-                 image_20_steps=seconds_per_image(t, 20))
+    cols = _bench_columns(runs, {k: v[3] for k, v in settings.items()})
     _print_bench(cols, size, dtype)
     return cols
