@@ -8,10 +8,10 @@ __all__ = ['LORA_TARGETS', 'TEXT_LORA_TARGETS', 'PRECISIONS', 'TrainConfig', 'lf
            'CachedItems', 'batch_indices', 'draw_step', 'Batch', 'diffusion_loss', 'step_inputs', 'add_lora',
            'lora_state_dicts', 'kohya_metadata', 'save_lora', 'pipeline_of', 'sample_images', 'decode_latents',
            'validation_loss', 'image_grid', 'checkpoints', 'optimizer_state', 'load_optimizer_state', 'NonFiniteLoss',
-           'Trainer', 'train', 'latent_distance', 'bench_train']
+           'Trainer', 'train', 'latent_distance', 'bench_train', 'gpu_check']
 
 # %% ../nbs/03_train.ipynb #2ffd849e
-import contextlib, importlib.util, json, math, os, shutil, tempfile, time
+import contextlib, gc, importlib.util, json, math, os, shutil, tempfile, time
 import numpy as np, torch, torch.nn.functional as F
 from dataclasses import asdict, dataclass, replace
 from fastcore.basics import patch, store_attr
@@ -159,16 +159,46 @@ def _text_parts(path, family, dtype=torch.float32):
     return ([CLIPTokenizer.from_pretrained(path, subfolder=t) for t, _, _ in parts],
             [cls.from_pretrained(path, subfolder=e, dtype=dtype) for _, e, cls in parts])
 
+# %% ../nbs/03_train.ipynb #84a38ca9
+_ST_DTYPES = {'F32': torch.float32, 'F16': torch.float16, 'BF16': torch.bfloat16,
+              'I64': torch.int64}
+
+def _read_weights(path, dtype):
+    "The tensors of safetensors file `path`, read one at a time (no memory map), floats cast to `dtype`."
+    with open(path, 'rb') as f:
+        n = int.from_bytes(f.read(8), 'little')
+        header, out = json.loads(f.read(n)), {}
+        for k, v in header.items():
+            if k == '__metadata__': continue
+            start, end = v['data_offsets']
+            f.seek(8 + n + start)
+            t = torch.frombuffer(bytearray(f.read(end - start)), dtype=_ST_DTYPES[v['dtype']])
+            out[k] = t.reshape(v['shape']).to(dtype if t.is_floating_point() else t.dtype)
+    return out
+
+# %% ../nbs/03_train.ipynb #d7a91f70
+def _load_unet(path, dtype):
+    "The UNet of pipeline folder `path` in `dtype`, read a tensor at a time where it is one file."
+    from accelerate import init_empty_weights
+    from diffusers import UNet2DConditionModel
+    file = Path(path)/'unet'/'diffusion_pytorch_model.safetensors'
+    if not file.exists():
+        return UNet2DConditionModel.from_pretrained(path, subfolder='unet', torch_dtype=dtype)
+    with init_empty_weights():
+        unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(path / 'unet'))
+    unet.load_state_dict(_read_weights(file, dtype), assign=True)
+    return unet
+
 # %% ../nbs/03_train.ipynb #4d145980
 def load_model(model:str, # registry name, tiny-* name or pipeline folder
                vae:str=None, # another VAE to encode with (registry name or folder)
                dtype=torch.float32): # dtype of the UNet and text encoders (the VAE: fp32)
     "The UNet, VAE, text encoders, tokenizers and DDPM noise scheduler of pipeline `model`, frozen."
-    from diffusers import UNet2DConditionModel, DDPMScheduler
+    from diffusers import DDPMScheduler
     path = resolve_model(model)
     family = model_family(path)
     tokenizers, encoders = _text_parts(path, family, dtype)
-    unet = UNet2DConditionModel.from_pretrained(path, subfolder='unet', torch_dtype=dtype)
+    unet = _load_unet(path, dtype)
     m = SDParts(name=model, path=path, family=family, vae_name=vae, vae=_load_vae(path, vae),
                 unet=unet, scheduler=DDPMScheduler.from_pretrained(path, subfolder='scheduler'),
                 tokenizers=tokenizers, text_encoders=encoders)
@@ -707,6 +737,24 @@ def _summed(acc, counts:dict):
     total = acc.reduce(torch.tensor(list(counts.values()), device=acc.device), 'sum')
     return dict(zip(counts, total.tolist()))
 
+# %% ../nbs/03_train.ipynb #e24c6a0e
+@patch
+def _free_encoders(self:Trainer):
+    "Let the VAE and the text encoders go (the steps read the cache), unless the encoders train."
+    if self.cfg.train_text_encoder: return
+    self.m.vae, self.m.text_encoders = None, [None] * len(self.m.text_encoders)
+    gc.collect()
+
+# %% ../nbs/03_train.ipynb #70efca28
+@patch
+def _load_encoders(self:Trainer):
+    "The VAE and the text encoders back on the model, read again from disk if they were freed."
+    m, c = self.m, self.cfg
+    if m.vae is not None: return
+    m.vae = _load_vae(m.path, c.vae)
+    m.text_encoders = _text_parts(m.path, m.family, PRECISIONS[c.mixed_precision])[1]
+    for net in [m.vae, *m.text_encoders]: net.requires_grad_(False).eval().to(self.acc.device)
+
 # %% ../nbs/03_train.ipynb #3f8ddea4
 @patch
 def cache(self:Trainer, progress:bool=True):
@@ -722,6 +770,7 @@ def cache(self:Trainer, progress:bool=True):
     self.items, self.val_items = CachedItems(shards), CachedItems(val_shards)
     self.empty = encode_captions(self.m, [''])
     self.prompts = c.validation_prompts or [r['text'] for r in val_rows[:4]]
+    self._free_encoders()  # the steps read the cache
     return self
 
 # %% ../nbs/03_train.ipynb #7c383c54
@@ -787,10 +836,12 @@ def step(self:Trainer, step:int):
 def validate(self:Trainer, step:int):
     "The validation loss at `step`; the grid of validation images goes to RUN/lora/validation (and TensorBoard)."
     c, m = self.cfg, self.m
+    self._load_encoders()  # freed after caching
     with self.acc.autocast():  # frozen weights in half precision, adapters in fp32
         vloss = validation_loss(m, self.val_items, c.seed, c.batch_size)
         latents = sample_images(m, self.prompts, c.resolution, c.seed, c.validation_steps, 'latent')
     images = decode_latents(m, latents)
+    self._free_encoders()
     image_grid(images).save(self.lora_dir/'validation'/f'step-{step:06d}.png')
     self.acc.log({'val_loss': vloss}, step=step)
     for tracker in self.acc.trackers:  # TensorBoard, where it is installed
@@ -920,18 +971,24 @@ def latent_distance(samples, data):
                      data.flatten(1)).min(1).values.mean() / math.sqrt(data[0].numel())
     return {'stats_gap': (stats(samples) - stats(data)).norm().item(), 'nearest': nn.item()}
 
+# %% ../nbs/03_train.ipynb #7537ae7d
+def _sd_vae(scaling_factor=0.18215):
+    "An AutoencoderKL of Stable Diffusion's architecture (SD 1.5 and SDXL alike), random weights."
+    from diffusers import AutoencoderKL
+    return AutoencoderKL(block_out_channels=(128, 256, 512, 512), layers_per_block=2,
+                         latent_channels=4, sample_size=512, scaling_factor=scaling_factor,
+                         down_block_types=['DownEncoderBlock2D'] * 4,
+                         up_block_types=['UpDecoderBlock2D'] * 4)
+
 # %% ../nbs/03_train.ipynb #017d378c
 def _sd15_networks():
     "A UNet, VAE and CLIP text encoder of SD 1.5's architecture, with random weights (seed 0)."
-    from diffusers import UNet2DConditionModel, AutoencoderKL
+    from diffusers import UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
     torch.manual_seed(0)
     unet = UNet2DConditionModel(block_out_channels=(320, 640, 1280, 1280), cross_attention_dim=768,
                                 layers_per_block=2, attention_head_dim=8, sample_size=64)
-    vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), layers_per_block=2,
-                        latent_channels=4, sample_size=512, scaling_factor=0.18215,
-                        down_block_types=['DownEncoderBlock2D'] * 4,
-                        up_block_types=['UpDecoderBlock2D'] * 4)
+    vae = _sd_vae()
     te = CLIPTextModel(CLIPTextConfig(vocab_size=49408, hidden_size=768, intermediate_size=3072,
                                       num_hidden_layers=12, num_attention_heads=12,
                                       max_position_embeddings=77, hidden_act='quick_gelu'))
@@ -969,13 +1026,16 @@ def _baseline_batch(m, rows, p, step):
 # %% ../nbs/03_train.ipynb #688e6c52
 def _baseline_run(model, run, p, steps):
     "Seconds per step (after the first) of the encode-every-step baseline."
-    m = load_model(model)
+    dtype = PRECISIONS[p.get('mixed_precision', 'no')]
+    m = load_model(model, dtype=dtype)
     params = add_lora(m, p['rank'], seed=p['seed'])
+    for q in params: q.data = q.data.float()  # adapters in fp32, as in the trainer
     opt = torch.optim.AdamW(params, lr=p['lr'], weight_decay=1e-2)
     rows, times = read_split(Path(run)/'dataset'/'train'), []
     for step in range(steps):
         t = time.time()
-        loss = diffusion_loss(m.unet, m.scheduler, _baseline_batch(m, rows, p, step))
+        with torch.autocast('cpu', dtype, enabled=dtype != torch.float32):
+            loss = diffusion_loss(m.unet, m.scheduler, _baseline_batch(m, rows, p, step))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
@@ -998,7 +1058,7 @@ def _bench_one(kind, model, run, p, steps, threads, queue):
     else:
         t = time.time()
         train(run, model=model, steps=steps, validate_every=0, checkpoint_every=steps,
-              mixed_precision='no', progress=False, overwrite=True, **p)
+              progress=False, overwrite=True, **p)  # p holds the precision
         secs = [r['seconds'] for r in read_jsonl(Path(run)/'lora'/'log.jsonl')]
         times, cache_s = list(np.diff([0] + secs)), time.time() - t - secs[-1]
     peak = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else _peak_rss_mb()
@@ -1018,36 +1078,131 @@ def _measure(kind, model, run, p, steps, threads):
 
 # %% ../nbs/03_train.ipynb #4fc2e15f
 def _bench_setups(folder, full:bool):
-    "(label, model, settings) of each benchmark: tiny-sd15; if `full`, SD 1.5's architecture."
+    "(label, model, settings) of each benchmark: tiny-sd15; if `full`, SD 1.5's architecture in bf16."
     p = dict(lr=1e-4, rank=4, seed=42, flip=True)
-    setups = [('tiny-sd15, 64 px, batch 4', 'tiny-sd15', dict(p, resolution=64, batch_size=4))]
+    setups = [('tiny-sd15, 64 px, batch 4, fp32', 'tiny-sd15',
+               dict(p, resolution=64, batch_size=4, mixed_precision='no'))]
     if full:
         sized = str(_sd15_sized(Path(folder)/'sd15-sized'))
-        setups.append(('SD 1.5 architecture, 320 px, batch 1', sized,
-                       dict(p, resolution=320, batch_size=1)))
+        setups.append(('SD 1.5 architecture, 320 px, batch 1, bf16', sized,
+                       dict(p, resolution=320, batch_size=1, mixed_precision='bf16')))
     return setups
+
+# %% ../nbs/03_train.ipynb #7e62c921
+def _bench_turns(model, run, p, steps, threads, rounds):
+    "(steps/s, peak MB, cache s) of each round, by kind: baseline and ours measured alternately."
+    out = {'baseline': [], 'cached': []}
+    for _ in range(rounds):
+        for kind in out: out[kind].append(_measure(kind, model, run, p, steps, threads))
+    return out
 
 # %% ../nbs/03_train.ipynb #b28c28af
 def _bench_report(label, baseline, cached):
-    "One setup's report: steps/s and peak memory of the baseline and of this trainer, and ratios."
-    (b_sps, b_mem, _), (o_sps, o_mem, cache_s) = baseline, cached
-    return (f'{label}:\n  baseline (encode every step): {b_sps:7.3f} steps/s, peak {b_mem:8.0f} MB'
+    "One setup's report, ratios first: medians over the rounds, and the speed ratio of each round."
+    (b_sps, b_mem, _), (o_sps, o_mem, cache_s) = [np.median(np.array(r), 0) for r in (baseline, cached)]
+    rounds = ', '.join(f'x{o[0] / b[0]:.2f}' for b, o in zip(baseline, cached))
+    return (f'{label}: this trainer x{o_sps / b_sps:.2f} steps/s, x{o_mem / b_mem:.2f} peak memory'
+            f' (medians of {len(cached)} alternating rounds; steps/s per round: {rounds})'
+            f'\n  baseline (encode every step): {b_sps:7.3f} steps/s, peak {b_mem:8.0f} MB'
             f'\n  this trainer (cached):        {o_sps:7.3f} steps/s, peak {o_mem:8.0f} MB'
-            f'   (loading + building the cache, once: {cache_s:.1f} s)'
-            f'\n  ratio: x{o_sps / b_sps:.2f} steps/s, x{o_mem / b_mem:.2f} peak memory')
+            f'   (loading + building the cache: {cache_s:.1f} s)')
 
 # %% ../nbs/03_train.ipynb #da59619e
-def bench_train(steps:int=4, # optimizer steps per measurement (the first is not timed)
-                full:bool=True, # also benchmark the full-size SD 1.5 architecture at 320 px (minutes on a CPU)
+def bench_train(steps:int=8, # optimizer steps per measurement (the first is not timed)
+                full:bool=True, # also the full-size SD 1.5 architecture, 320 px, bf16 (minutes on a CPU)
+                rounds:int=2, # alternating rounds of baseline and ours
                 threads:int=None): # torch threads per measurement (default: torch's choice)
-    "Steps per second and peak memory of this trainer vs an encode-every-step baseline, side by side, with ratios."
+    "Steps per second and peak memory of this trainer vs an encode-every-step baseline, in turns, ratios first."
     results = {}
     with tempfile.TemporaryDirectory() as d:
         for label, model, p in _bench_setups(d, full):
             run = Path(d)/'run'
             shutil.rmtree(run, ignore_errors=True)
-            lfw_dataset(run/'dataset', n_train=16, n_val=2, size=p['resolution'])
-            for kind in ('baseline', 'cached'):
-                results[label, kind] = _measure(kind, model, run, p, steps, threads)
-            print(_bench_report(label, results[label, 'baseline'], results[label, 'cached']))
+            lfw_dataset(run/'dataset', n_train=8, n_val=2, size=p['resolution'])
+            results[label] = _bench_turns(model, run, p, steps, threads, rounds)
+            print(_bench_report(label, results[label]['baseline'], results[label]['cached']))
     return results
+
+# %% ../nbs/03_train.ipynb #e623f934
+def _sdxl_unet():
+    "A UNet of SDXL's architecture with random weights."
+    from diffusers import UNet2DConditionModel
+    return UNet2DConditionModel(
+        sample_size=128, block_out_channels=(320, 640, 1280), layers_per_block=2,
+        down_block_types=('DownBlock2D', 'CrossAttnDownBlock2D', 'CrossAttnDownBlock2D'),
+        up_block_types=('CrossAttnUpBlock2D', 'CrossAttnUpBlock2D', 'UpBlock2D'),
+        transformer_layers_per_block=(1, 2, 10), attention_head_dim=(5, 10, 20),
+        cross_attention_dim=2048, use_linear_projection=True, addition_embed_type='text_time',
+        addition_time_embed_dim=256, projection_class_embeddings_input_dim=2816)
+
+# %% ../nbs/03_train.ipynb #015ffa05
+def _clip(width, layers, projection=False):
+    "A CLIP text encoder `width` wide and `layers` deep, random weights (heads of 64 channels)."
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+    c = CLIPTextConfig(hidden_size=width, intermediate_size=4 * width, num_hidden_layers=layers,
+                       num_attention_heads=width // 64, projection_dim=width,
+                       hidden_act='gelu' if projection else 'quick_gelu')
+    return (CLIPTextModelWithProjection if projection else CLIPTextModel)(c)
+
+# %% ../nbs/03_train.ipynb #b669ea92
+def _sdxl_sized(folder, device='cpu'):
+    "Save a StableDiffusionXLPipeline of SDXL's architecture, random weights (seed 0), fp16, into `folder`."
+    from diffusers import StableDiffusionXLPipeline, EulerDiscreteScheduler
+    from transformers import CLIPTokenizer
+    from text_to_face.models import write_clip_tokenizer, SD_BETAS
+    torch.manual_seed(0)
+    with torch.device(device):
+        parts = dict(unet=_sdxl_unet(), vae=_sd_vae(0.13025), text_encoder=_clip(768, 12),
+                     text_encoder_2=_clip(1280, 32, projection=True))
+    tok = Path(folder)/'_tok'; write_clip_tokenizer(tok)
+    StableDiffusionXLPipeline(**parts, tokenizer=CLIPTokenizer.from_pretrained(tok),
+                              tokenizer_2=CLIPTokenizer.from_pretrained(tok, pad_token='!'),
+                              scheduler=EulerDiscreteScheduler(**SD_BETAS, timestep_spacing='leading')
+                              ).to(torch.float16).save_pretrained(folder)
+    shutil.rmtree(tok)
+    return Path(folder)
+
+# %% ../nbs/03_train.ipynb #4f2816b9
+def _check_models(folder, cuda:bool):
+    "(name, model, [(size, steps) of generation], training resolution) of each model `gpu_check` runs."
+    if not cuda: return [(n, n, [(64, 4)], 64) for n in ('tiny-sd15', 'tiny-sdxl')]
+    return [('SD 1.5 architecture', str(_sd15_sized(Path(folder)/'sd15')), [(512, 25), (320, 25)], 512),
+            ('SDXL architecture', str(_sdxl_sized(Path(folder)/'sdxl', 'cuda')), [(1024, 30)], 1024)]
+
+# %% ../nbs/03_train.ipynb #4cb206a8
+def _check_generation(model, sizes, out):
+    "Seconds per image at each (size, steps) of `sizes`, and whether each regenerates bit for bit."
+    from text_to_face.generate import FaceGenerator, regenerate
+    gen, res = FaceGenerator(model), {}
+    gen.generate(['a face'], [0], size=sizes[-1][0], steps=2)  # warm-up
+    for size, steps in sizes:
+        t = time.perf_counter()
+        made = gen.generate(['a face'], [1], size=size, steps=steps, out_dir=out)[0]
+        res[f'{size} px, {steps} steps: s'] = round(time.perf_counter() - t, 2)
+        res[f'{size} px: regenerates bit-exact'] = regenerate(str(made.path))
+    return res
+
+# %% ../nbs/03_train.ipynb #21070b0a
+def _check_training(model, resolution, run, steps):
+    "Seconds per LoRA step (after the first) of a `steps`-step run at batch 1 and `resolution`."
+    lfw_dataset(Path(run)/'dataset', n_train=4, n_val=1, size=resolution)
+    train(run, model=model, resolution=resolution, batch_size=1, grad_accum=1, steps=steps,
+          validate_every=0, checkpoint_every=steps, progress=False, overwrite=True)
+    secs = [r['seconds'] for r in read_jsonl(Path(run)/'lora'/'log.jsonl')]
+    return round(float(np.mean(np.diff(secs))), 3)
+
+# %% ../nbs/03_train.ipynb #38947a32
+def gpu_check(train_steps:int=4): # LoRA steps per model (the first is not timed)
+    "Time generation, LoRA steps and captioning and check bit-exact regeneration: full-size on CUDA, tiny on a CPU."
+    from text_to_face.caption import bench_caption
+    cuda, report = torch.cuda.is_available(), {}
+    print(f"gpu_check on {torch.cuda.get_device_name() if cuda else 'the CPU (no CUDA): tiny models'}")
+    with tempfile.TemporaryDirectory() as d:
+        for name, model, sizes, res in _check_models(d, cuda):
+            report[name] = {**_check_generation(model, sizes, Path(d)/'images'),
+                            'LoRA s/step': _check_training(model, res, Path(d)/name, train_steps)}
+            print(name, report[name], flush=True)
+    report['caption'] = bench_caption('tiny-llava', *((64, 32, 40) if cuda else (8, 8, 8)))
+    report['all bit-exact'] = all(v for r in report.values() for k, v in r.items() if 'bit' in k)
+    print('all images regenerate bit-exact:', report['all bit-exact'])
+    return report
