@@ -514,7 +514,8 @@ def _connect(address:str=None, # a Ray cluster; None: RAY_ADDRESS, else start a 
     address = address or os.environ.get('RAY_ADDRESS')
     if address: ray.init(address=address); return False
     for attempt in range(3):  # on a busy machine the raylet may time out while it starts
-        try: ray.init(include_dashboard=False, **local); return True
+        # 'local': a new Ray here, not one that a stale /tmp/ray file names
+        try: ray.init(address='local', include_dashboard=False, **local); return True
         except Exception:
             ray.shutdown()
             if attempt == 2: raise
