@@ -161,19 +161,3 @@ def test_a_request_past_the_timeout_answers_504(tight):
     r = httpx.post(f'{tight}/generate-image', json={'description': 'a man', 'size': 128, 'steps': 500},
                    headers=AUTH, timeout=120)
     assert r.status_code == 504 and 'no answer within 4 s' in r.json()['detail'], r.text
-
-def test_serve_sbatch_plans_a_ray_cluster_over_the_allocation():
-    "slurm/serve.sbatch (dry run): a Ray head on the first node, a worker on each other, one replica per GPU."
-    import shutil, subprocess
-    from pathlib import Path
-    if shutil.which('scontrol') is None: pytest.skip('no SLURM here')
-    env = {**os.environ, 'SLURM_JOB_NODELIST': 'gpu[1-2]', 'SLURM_JOB_ID': '123', 'SLURM_GPUS_ON_NODE': '4',
-           'SLURM_CPUS_PER_TASK': '8', 'T2F_HEAD_IP': '10.0.0.1', 'T2F_DRY_RUN': '1'}
-    done = subprocess.run(['bash', 'slurm/serve.sbatch', '--model', 'realvisxl4', '--max-batch', '4'], env=env,
-                          cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    head, worker, command = done.stdout.splitlines()
-    assert head.startswith('head gpu1: ray start --block --num-cpus=8 --num-gpus=4') and '--port=20123' in head
-    assert worker.startswith('worker gpu2:') and worker.endswith('--address=10.0.0.1:20123')
-    assert command == ('t2f serve --address 10.0.0.1:20123 --host 0.0.0.0 --port 8000 --replicas 8 '
-                       '--model realvisxl4 --max-batch 4')

@@ -1,5 +1,5 @@
 "Stage jobs on a real one-machine SLURM cluster (Debian's slurm-wlm + munge, started by slurm/local_cluster.sh)."
-import json, re, subprocess, time
+import json, os, re, subprocess, time
 from pathlib import Path
 import pytest
 from conftest import ROOT, sh
@@ -123,3 +123,18 @@ def test_train_multi_gpu_launch(cluster, tmp_path):
     bad = subprocess.run(['bash', 'slurm/train.sbatch', str(tmp_path/'run'), '--steps', '5'], capture_output=True, text=True, cwd=ROOT,
                          env={**os.environ, 'SLURM_GPUS_ON_NODE': '2', 'SLURM_JOB_ID': '1', 'T2F_DRY_RUN': '1', 'T2F_REPO': str(ROOT)})
     assert bad.returncode == 2 and 'expected -p NAME VALUE' in bad.stderr
+
+def test_serve_sbatch_plans_a_ray_cluster_over_the_allocation(cluster):  # scontrol expands the node list
+    "slurm/serve.sbatch (dry run): a Ray head on the first node, a worker on each other, one replica per GPU."
+    import shutil, subprocess
+    from pathlib import Path
+    env = {**os.environ, 'SLURM_JOB_NODELIST': 'gpu[1-2]', 'SLURM_JOB_ID': '123', 'SLURM_GPUS_ON_NODE': '4',
+           'SLURM_CPUS_PER_TASK': '8', 'T2F_HEAD_IP': '10.0.0.1', 'T2F_DRY_RUN': '1'}
+    done = subprocess.run(['bash', 'slurm/serve.sbatch', '--model', 'realvisxl4', '--max-batch', '4'], env=env,
+                          cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    head, worker, command = done.stdout.splitlines()
+    assert head.startswith('head gpu1: ray start --block --num-cpus=8 --num-gpus=4') and '--port=20123' in head
+    assert worker.startswith('worker gpu2:') and worker.endswith('--address=10.0.0.1:20123')
+    assert command == ('t2f serve --address 10.0.0.1:20123 --host 0.0.0.0 --port 8000 --replicas 8 '
+                       '--model realvisxl4 --max-batch 4')
