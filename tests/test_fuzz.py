@@ -18,13 +18,7 @@ SECONDS = 10  # fuzzing time per target
 KNOWN = {
     'image': [],
     'metadata': [],
-    'record': [
-        ('UnidentifiedImageError', r'cannot identify image file', None, 'regenerate ... {txt_png}'),
-        ('OSError', r'truncated', None, 'regenerate ... {trunc_png}'),
-        ('TypeError', '', 'check_sources',  # a record's shape and field types are not checked
-         'regenerate ... {rec_list} / {rec_str} / {rec_int} / {rec_loras_str} / {rec_model_dict}'),
-        ('OSError', r'File name too long', 'resolve_model', 'regenerate ... {rec_long_model}'),
-    ],
+    'record': [],
     'prompt': [],
 }
 

@@ -57,7 +57,8 @@ def place_pipeline(pipe, # a diffusers pipeline
     device = torch.device(device)
     if not cpu_offload: return pipe.to(device)
     if device.type != 'cuda': raise ValueError('cpu_offload needs a CUDA device')
-    pipe.enable_model_cpu_offload(); return pipe
+    pipe.enable_model_cpu_offload(device=device)  # on the GPU asked for, not always GPU 0
+    return pipe
 
 # %% ../nbs/accel.ipynb #7975ee93
 def channels_last(pipe): # a diffusers SD or SDXL pipeline
@@ -172,6 +173,8 @@ def apply_speed_options(pipe, # a diffusers SD or SDXL pipeline, its weights fin
     if options.channels_last: channels_last(pipe)
     if options.attention_slicing: pipe.enable_attention_slicing()
     if options.vae_tiling: pipe.vae.enable_tiling()
+    # SDXL at 1024 px decodes n images at once; one by one costs little time and much less memory
+    if device.type == 'cuda': pipe.vae.enable_slicing()
     # compiling packs the weights itself
     if options.pack_weights and device.type == 'cpu' and not options.compile: pack_pipeline(pipe)
     if options.compile: compile_unet(pipe)

@@ -105,13 +105,23 @@ def _may_download(allow_download:bool):
     return (allow_download
             and os.environ.get('HF_HUB_OFFLINE', '0').lower() not in ('1', 'true', 'yes'))
 
+# %% ../nbs/models.ipynb #b85e586d
+def _local_folder(name:str):
+    "`name` as an existing local folder, or None (also where it cannot be a path at all)."
+    try: path = Path(name).expanduser()
+    except RuntimeError: path = Path(name)  # '~someone' with no such user
+    try: return path if path.is_dir() else None
+    except (OSError, ValueError): return None  # a name too long for the file system, or with a NUL
+
 # %% ../nbs/models.ipynb #5290a555
 def resolve_model(name:str, # registry name, `tiny-*` name, or path of a local folder
                   allow_download:bool=True): # may fetch from the hub when it is reachable
     "A local folder holding the model `name`, for `from_pretrained` (a checkpoint: the file)."
-    if Path(name).expanduser().is_dir(): return Path(name).expanduser()
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f'a model is a name or a folder, not {name!r:.60}')
+    if (folder := _local_folder(name)): return folder
     if name.startswith('tiny-'): return build_tiny(name)
-    if name not in MODELS: raise ModelNotFound(f'{name!r} is neither a folder nor a known model; '
+    if name not in MODELS: raise ModelNotFound(f'{name!r:.80} is neither a folder nor a known model; '
         f'known models: {", ".join(MODELS)}, or a tiny-* name')
     spec = MODELS[name]
     if isinstance(spec, CheckpointSpec): return _resolve_checkpoint(name, spec, allow_download)

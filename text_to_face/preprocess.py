@@ -46,8 +46,8 @@ def _open_header(path, max_pixels):
             warnings.simplefilter('ignore', Image.DecompressionBombWarning)
             img = Image.open(path)
     except UnidentifiedImageError: raise Rejected('not an image', 'no image format recognised')
-    except OSError as e: raise Rejected('truncated or corrupt', str(e)[:80])  # a header cut short
     except Image.DecompressionBombError as e: raise Rejected('decompression bomb', str(e)[:80])
+    except IMAGE_ERRORS as e: raise Rejected('truncated or corrupt', str(e)[:80])  # a header cut short
     if img.width * img.height > max_pixels:  # checked from the header: nothing is decoded yet
         raise Rejected('decompression bomb', f'{img.width}x{img.height} pixels > {max_pixels}')
     return img
@@ -60,8 +60,7 @@ def _open_checked(path, max_pixels):
         with strict_decoding(), warnings.catch_warnings():
             warnings.simplefilter('error', Image.DecompressionBombWarning)
             img.load()
-    except (OSError, SyntaxError, ValueError) as e:
-        raise Rejected('truncated or corrupt', str(e)[:80])
+    except IMAGE_ERRORS as e: raise Rejected('truncated or corrupt', str(e)[:80])
     return img
 
 # %% ../nbs/00_preprocess.ipynb #33a2dbf0
