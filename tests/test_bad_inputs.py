@@ -393,6 +393,7 @@ REGENERATE = [
     case(f'{R} {{rec_bin}}', msg='bin'),
     case(f'{R} {{rec_steps}}', msg='steps'),
     case(f'{R} {{rec_kind}}', msg='source image'),
+    case('regenerate {png} --out {tmp}/x.jpg', msg='name it .png'),
     case('regenerate', msg='required'),
 ]
 

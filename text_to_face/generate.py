@@ -799,6 +799,8 @@ def regenerate(image:str, # a PNG made by text_to_face
     "Make an image again from the generation record in its PNG, and say whether it is bit-identical."
     r = read_record(image)
     out = Path(out) if out else Path(image).with_name(Path(image).stem + '-regenerated.png')
+    if out.suffix.lower() != '.png':
+        raise ValueError(f'--out {out}: a regenerated image is a PNG, which carries its record; name it .png')
     gen = generator_for(r, device)
     if (changed := hardware_changes(r, gen.device)):
         print(f"made on {_made_on(r['hardware'])}; here {_made_on(hardware(gen.device))}: "
