@@ -1,0 +1,79 @@
+"""The deployment files in deploy/ (issue 18): what can be checked on a machine with no Docker daemon and no image
+registry. The images are not built here; these tests hold them to the README's install line and run every
+command they start through t2f itself, so an option renamed in a notebook breaks this test, not a deployment."""
+import json, os, re, shlex, subprocess, sys
+from pathlib import Path
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+IMAGES = [ROOT/'deploy'/'Dockerfile', ROOT/'deploy'/'spaces'/'Dockerfile']
+
+def instructions(dockerfile):
+    "(instruction, argument) of each line of `dockerfile`, continuation lines joined, comments left out."
+    text = re.sub(r'\\\n\s*', ' ', dockerfile.read_text())
+    return [tuple(l.split(None, 1)) for l in text.splitlines() if l.strip() and not l.startswith('#')]
+
+def readme_install():
+    "The README's install command (its first line that ends in `# install`)."
+    line = next(l for l in (ROOT/'README.md').read_text().splitlines() if l.rstrip().endswith('# install'))
+    return line.split('#')[0].strip()
+
+def test_images_install_as_the_readme_says():
+    for image in IMAGES: assert ('RUN', readme_install()) in instructions(image), image
+
+def started(dockerfile):
+    "The t2f command lines an image's CMD runs (a shell CMD split at its `&&`)."
+    cmd = json.loads(dict(instructions(dockerfile))['CMD'])
+    lines = [cmd] if cmd[0] == 't2f' else [shlex.split(part) for part in cmd[2].split('&&')]
+    return [[a for a in line if a != 'exec'] for line in lines]
+
+def compose_commands():
+    services = yaml.safe_load((ROOT/'deploy'/'compose.yaml').read_text())['services']
+    return {name: s['command'] for name, s in services.items()}
+
+def _t2f(argv, tmp_path):
+    "Run `argv` (a t2f command line) as far as it goes without a model: app with --dry-run, serve with --help."
+    extra = ['--dry-run'] if argv[1] == 'app' else []
+    env = dict(os.environ, T2F_APP_TOKEN='x', T2F_SERVE_TOKEN='x', HOME=str(tmp_path))
+    argv = [a.replace('/home/t2f', str(tmp_path)) for a in argv]
+    return subprocess.run([sys.executable, '-m', 'text_to_face.cli', *argv[1:], *extra], capture_output=True,
+                          text=True, env=env, timeout=300)
+
+def test_every_command_is_one_t2f_accepts(tmp_path):
+    "The services' command lines parse, and the dashboard's passes every check it makes before it starts."
+    from text_to_face.cli import COMMANDS, command_parser, _load
+    lines = [l for image in IMAGES for l in started(image)] + list(compose_commands().values())
+    assert {l[1] for l in lines} == {'serve', 'app', 'download'}
+    for argv in lines:
+        target, _, positional = COMMANDS[argv[1]]
+        command_parser(_load(target), f't2f {argv[1]}', positional).parse_args(argv[2:])  # exits on a bad option
+        if argv[1] == 'app':
+            done = _t2f(argv, tmp_path)
+            assert done.returncode == 0 and '--Voila.ip=0.0.0.0' in done.stdout, done.stderr
+
+def test_ports_agree():
+    "Each service's port is exposed by its image and published by compose; the Space's app_port is the dashboard's."
+    exposed = {int(p) for image in IMAGES for i, arg in instructions(image) if i == 'EXPOSE' for p in arg.split()}
+    port = lambda argv: int(argv[argv.index('--port') + 1])
+    services = yaml.safe_load((ROOT/'deploy'/'compose.yaml').read_text())['services']
+    for name, s in services.items():
+        assert port(s['command']) in exposed and f"{port(s['command'])}:{port(s['command'])}" in s['ports'], name
+    header = yaml.safe_load((ROOT/'deploy'/'spaces'/'README.md').read_text().split('---')[1])
+    assert header['sdk'] == 'docker' and header['app_port'] == port(started(IMAGES[1])[-1]) == 8866
+
+def test_tokens_come_from_the_environment():
+    "No token on a command line (ps shows it to every user): each service names its token variable."
+    services = yaml.safe_load((ROOT/'deploy'/'compose.yaml').read_text())['services']
+    assert services['serve']['environment'] == ['T2F_SERVE_TOKEN'] and services['app']['environment'] == ['T2F_APP_TOKEN']
+    for line in [l for image in IMAGES for l in started(image)] + list(services[s]['command'] for s in services):
+        assert not any('token' in a.lower() for a in line), line
+
+def test_space_is_prepared_from_the_tracked_files(tmp_path):
+    "prepare.sh fills a Space checkout: the project, and the Space's Dockerfile and README at its root."
+    done = subprocess.run(['bash', ROOT/'deploy'/'spaces'/'prepare.sh', tmp_path/'space'], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    space = tmp_path/'space'
+    assert (space/'Dockerfile').read_bytes() == (ROOT/'deploy'/'spaces'/'Dockerfile').read_bytes()
+    assert (space/'README.md').read_text().startswith('---\ntitle: text_to_face')
+    assert (space/'settings.ini').exists() and (space/'nbs'/'04_generate.ipynb').exists()
