@@ -1,4 +1,5 @@
-"Stage jobs on a real one-machine SLURM cluster (Debian's slurm-wlm + munge, started by slurm/local_cluster.sh)."
+"""Stage jobs on a real SLURM cluster on this machine (Debian's slurm-wlm + munge, started by slurm/local_cluster.sh):
+partition local, one node; partition multi, two nodes (two more slurmd) whose GPUs are only a generic resource."""
 import json, os, re, subprocess, time
 from pathlib import Path
 import pytest
@@ -16,8 +17,8 @@ def job_state(job_id, timeout=600):
     wait_for_jobs([('job', job_id)], poll=1, timeout=timeout)
     return pipeline_job_state(job_id)
 
-def sbatch(*args, cwd=ROOT):
-    done = subprocess.run(['sbatch', '--parsable', *args], capture_output=True, text=True, cwd=cwd)
+def sbatch(*args, cwd=ROOT, env=None):
+    done = subprocess.run(['sbatch', '--parsable', *args], capture_output=True, text=True, cwd=cwd, env=env)
     assert done.returncode == 0, done.stderr
     return done.stdout.strip().split(';')[0]
 
@@ -123,6 +124,51 @@ def test_train_multi_gpu_launch(cluster, tmp_path):
     bad = subprocess.run(['bash', 'slurm/train.sbatch', str(tmp_path/'run'), '--steps', '5'], capture_output=True, text=True, cwd=ROOT,
                          env={**os.environ, 'SLURM_GPUS_ON_NODE': '2', 'SLURM_JOB_ID': '1', 'T2F_DRY_RUN': '1', 'T2F_REPO': str(ROOT)})
     assert bad.returncode == 2 and 'expected -p NAME VALUE' in bad.stderr
+
+def test_train_on_two_nodes(cluster, tmp_path):
+    """Several nodes for real, on partition multi (two slurmd on this machine, t2f-a and t2f-b, whose 4 "GPUs" each are
+    only a generic resource, so the processes train on the CPU): a job on 2 nodes x 1 GPU, given -p options and no
+    PARAMS.yaml, runs an `accelerate launch` per node through srun, whose processes meet at the first node (gloo). A
+    2-GPU job on one node, given the same recipe as a PARAMS.yaml, runs at the same time on t2f-a with its own port.
+    Both finish with the same LoRA. A job there without ACCELERATE_USE_CPU stops, as its processes would never meet."""
+    import yaml
+    from safetensors.torch import load_file
+    from text_to_face.core import read_jsonl
+    from text_to_face.train import lfw_dataset
+    recipe = dict(model='tiny-sd15', steps=4, resolution=64, batch_size=2, validate_every=0, checkpoint_every=2,
+                  mixed_precision='no')
+    nodes, node = tmp_path/'nodes', tmp_path/'node'
+    for run in (nodes, node): lfw_dataset(run/'dataset')  # 8 training faces: 4 steps of 2 per process
+    params = tmp_path/'train.yaml'; params.write_text(yaml.safe_dump({'options': recipe}))
+    cpu = {**os.environ, 'ACCELERATE_USE_CPU': '1', 'CUDA_VISIBLE_DEVICES': ''}  # sbatch passes its environment on
+    opts = ['--partition=multi', '--cpus-per-task=1', f'--output={tmp_path}/%x-%j.out']
+    two = sbatch(*opts, '--nodes=2', '--gres=gpu:1', '--mem=3G', 'slurm/train.sbatch', str(nodes),
+                 *[a for k, v in recipe.items() for a in ('-p', k, str(v))], env=cpu)
+    one = sbatch(*opts, '--nodes=1', '--nodelist=t2f-a', '--gres=gpu:2', '--mem=5G', 'slurm/train.sbatch', str(node),
+                 str(params), env=cpu)
+    apart = sbatch(*opts, '--nodes=1', '--gres=gpu:2', '--mem=1G', 'slurm/train.sbatch', str(tmp_path/'apart'),
+                   env={**cpu, 'ACCELERATE_USE_CPU': ''})
+    out = lambda job: (tmp_path/f't2f-train-{job}.out').read_text()
+    for job in (two, one): assert job_state(job) == ('COMPLETED', '0:0'), out(job)[-3000:]
+    assert job_state(apart)[0] == 'FAILED' and 'train.sbatch: no CUDA device on' in out(apart)
+    info = {j: subprocess.run(['scontrol', 'show', 'job', j], capture_output=True, text=True).stdout for j in (two, one)}
+    field = lambda j, k: re.search(rf'\b{k}=(\S+)', info[j]).group(1)
+    assert field(two, 'NodeList') in ('t2f-a,t2f-b', 't2f-[a-b]') and field(one, 'NodeList') == 't2f-a'
+    assert max(field(j, 'StartTime') for j in info) < min(field(j, 'EndTime') for j in info)  # at once, on t2f-a
+    # each at t2f-a's address (NodeAddr), on its own port: 20000 + job id % 20000
+    ports = {j: re.search(r'rendezvous at 127\.0\.0\.1:(\d+)', (run/'logs'/f'train-{j}.log').read_text()).group(1)
+             for j, run in ((two, nodes), (one, node))}
+    assert ports == {j: str(20000 + int(j) % 20000) for j in (two, one)} and ports[two] != ports[one]
+    # one log row per step: one main process (processes that never met would each train, and log, alone)
+    logs = [read_jsonl(run/'lora'/'log.jsonl') for run in (nodes, node)]
+    assert [r['step'] for r in logs[0]] == [r['step'] for r in logs[1]] == [1, 2, 3, 4], logs
+    assert all(abs(a['loss'] - b['loss']) < 1e-6 for a, b in zip(*logs)), logs
+    a, b = (load_file(run/'lora'/'pytorch_lora_weights.safetensors') for run in (nodes, node))
+    assert sorted(a) == sorted(b) and all(v.any() for k, v in a.items() if 'lora_B' in k)  # trained
+    # The same two processes on the same halves of each batch, whose gradients gloo sums (a + b = b + a): equal
+    # bit for bit where both use as many threads (here 1: OMP_NUM_THREADS), and at worst apart by rounding.
+    rel = max(((a[k] - b[k]).norm() / b[k].norm()).item() for k in a if b[k].any())
+    assert rel < 1e-5, rel
 
 def test_serve_sbatch_plans_a_ray_cluster_over_the_allocation(cluster):  # scontrol expands the node list
     "slurm/serve.sbatch (dry run): a Ray head on the first node, a worker on each other, one replica per GPU."
