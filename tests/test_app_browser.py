@@ -1,5 +1,5 @@
 "The dashboard in a real browser: Voila serves it, headless Chromium (Debian's) is driven by Playwright."
-import re, socket, sqlite3, subprocess, sys, time
+import contextlib, re, socket, sqlite3, subprocess, sys, time
 from pathlib import Path
 import pytest
 from conftest import ROOT
@@ -11,19 +11,25 @@ CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-background-networki
 def free_port():
     with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
 
-@pytest.fixture(scope='module')
-def served(tmp_path_factory):
-    "`t2f app` on the tiny model, on a free localhost port; (url, data folder)."
-    data, port = tmp_path_factory.mktemp('app'), free_port()
-    proc = subprocess.Popen(['t2f', 'app', '--model', 'tiny-sd15', '--port', str(port),
-                             '--data-dir', str(data)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+@contextlib.contextmanager
+def t2f_app(data, *args):
+    "`t2f app` on the tiny model, on a free localhost port, with more `args`; its url."
+    port = free_port()
+    proc = subprocess.Popen(['t2f', 'app', '--model', 'tiny-sd15', '--port', str(port), '--data-dir', str(data), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     end = time.time() + 120
     while time.time() < end:
         try: socket.create_connection(('127.0.0.1', port), timeout=1).close(); break
         except OSError: time.sleep(0.5)
     else: proc.kill(); pytest.fail('voila did not start: ' + proc.stdout.read()[-2000:])
-    yield f'http://127.0.0.1:{port}/', data
-    proc.terminate(); proc.wait(20)
+    try: yield f'http://127.0.0.1:{port}/'
+    finally: proc.terminate(); proc.wait(20)
+
+@pytest.fixture(scope='module')
+def served(tmp_path_factory):
+    "`t2f app` on the tiny model, on a free localhost port; (url, data folder)."
+    data = tmp_path_factory.mktemp('app')
+    with t2f_app(data) as url: yield url, data
 
 def text_input(page, label): return page.locator(f'.widget-text:has(label:text-is("{label}")) input')
 
@@ -104,3 +110,26 @@ def test_two_witnesses_in_two_browsers(served):
         assert re.findall(r'#(\d+) seed \d+ FINAL', page) == [str(final[w])]  # that final alone
         assert page.count('class="FINAL"') == 1
         assert {int(i) for i in re.findall(r'#(\d+) seed', page)} == ids[w]
+
+def test_operators_in_two_browsers(tmp_path):
+    "Two operators signed in by their own tokens: the second is refused the first's case, even naming the first."
+    from playwright.sync_api import sync_playwright
+    users = tmp_path/'users.json'
+    tokens = {n: subprocess.run(['t2f', 'app-user', n, '--users', str(users)], capture_output=True, text=True,
+                                check=True).stdout.split()[-1] for n in ('DS Smith', 'PC Jones')}
+    with t2f_app(tmp_path/'app', '--users', str(users)) as url, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path='/usr/bin/chromium', args=CHROMIUM_ARGS)
+        pages = {n: browser.new_context().new_page() for n in tokens}
+        for n, page in pages.items():
+            page.goto(f'{url}?token={tokens[n]}'); page.wait_for_selector('button:has-text("Open case")', timeout=180_000)
+            assert text_input(page, 'operator').input_value() == n and text_input(page, 'operator').is_disabled()
+            text_input(page, 'case no.').fill('2026-0042'); text_input(page, 'witness').fill('W1')
+        pages['DS Smith'].click('button:has-text("Open case")')
+        pages['DS Smith'].wait_for_selector('text=case 2026-0042, witness W1')
+        jones = pages['PC Jones']  # enables the operator field and types the other operator's name
+        text_input(jones, 'operator').evaluate('e => e.disabled = false'); text_input(jones, 'operator').fill('DS Smith')
+        jones.click('button:has-text("Open case")')
+        jones.wait_for_selector('text=belongs to another operator')
+        browser.close()
+    with sqlite3.connect(tmp_path/'app'/'cases.db') as db:
+        assert db.execute('select operator, action from audit').fetchall() == [('DS Smith', 'open'), ('PC Jones', 'refused')]

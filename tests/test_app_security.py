@@ -1,5 +1,6 @@
-"The dashboard's security, over real HTTP against a real `t2f app`: token on every route, no files, private data."
-import os, signal, socket, stat, subprocess, sys, time
+"""The dashboard's security, over real HTTP against a real `t2f app`: token on every route, no files, private data,
+operators' accounts (`t2f app --users`), their cases kept apart, and idle kernels shut down."""
+import getpass, os, signal, socket, sqlite3, stat, subprocess, sys, time
 from pathlib import Path
 import pytest, requests
 
@@ -105,6 +106,7 @@ def test_every_route_needs_the_token(served):
 def test_page_with_the_token_and_no_case_files(served, browser):
     url, (session, page) = served[0], browser
     assert page.status_code == 200 and 'composite dashboard' in page.text
+    assert 'Signed in as' not in page.text  # one shared token: no operator is signed in
     assert session.get(f'{url}/voila/templates/lab/static/voila.js', timeout=30).status_code == 200  # by cookie
     for p in PLANTED + ['page/dashboard.ipynb', 'dashboard.ipynb', 'cases.db']:  # relative, climbing, absolute
         for route in (f'/voila/files/{p}', f'/voila/files/%2e%2e/{p}', f'/voila/files/{served[1]}/{p}',
@@ -187,3 +189,83 @@ def test_sigterm_stops_server_and_kernels(tmp_path):
         assert not listening(port)
         assert not [p for p in tree if alive(p)]
     finally: kill_tree(leftovers)  # nothing of it outlives the test, even when the test fails
+
+def add_operator(users, name):
+    "`t2f app-user NAME --users FILE`, as whoever runs the dashboard would; the token it prints once."
+    out = subprocess.run(['t2f', 'app-user', name, '--users', str(users)], capture_output=True, text=True, check=True)
+    return out.stdout.split()[-1]
+
+@pytest.fixture(scope='module')
+def operators(tmp_path_factory):
+    "`t2f app --users FILE` with three operators; (url, data, users file, {name: token})."
+    data, port = tmp_path_factory.mktemp('ops'), free_port()
+    users = tmp_path_factory.mktemp('users')/'users.json'
+    tokens = {n: add_operator(users, n) for n in ('DS Smith', 'PC Jones', 'DC Temp')}
+    proc = start_app(data, port, '--users', str(users), env={**os.environ, 'T2F_APP_TOKEN': TOKEN})
+    yield f'http://127.0.0.1:{port}', data, users, tokens
+    stop_app(proc)
+
+def test_operators_every_route(operators):
+    "Every route refuses no token, a wrong one, and the shared token (ignored with --users); an operator's opens it."
+    url, data, users, tokens = operators
+    assert not any(t in users.read_text() for t in tokens.values())  # hashes only
+    for route in ROUTES:
+        for headers in ({}, {'Authorization': 'token wrong'}, {'Authorization': f'token {TOKEN}'}):
+            r = requests.get(url + route, allow_redirects=False, timeout=30, headers=headers)
+            assert refused(r), (route, headers, r.status_code)
+    for name, token in tokens.items():
+        r = requests.get(f'{url}/voila/templates/lab/static/voila.js', timeout=30,
+                         headers={'Authorization': f'token {token}'})
+        assert r.status_code == 200, name
+
+def test_removed_operator_is_out_at_once(operators):
+    "An operator taken out of the users file loses their login cookie and their token, the server still running."
+    url, _, users, tokens = operators
+    static = f'{url}/voila/templates/lab/static/voila.js'
+    with requests.Session() as session:
+        assert session.get(f'{static}?token={tokens["DC Temp"]}', timeout=30).status_code == 200
+        assert session.get(static, timeout=30).status_code == 200  # by cookie
+        subprocess.run(['t2f', 'app-user', 'DC Temp', '--users', str(users), '--remove'], check=True)
+        assert refused(session.get(static, allow_redirects=False, timeout=30))
+        assert refused(session.get(f'{static}?token={tokens["DC Temp"]}', allow_redirects=False, timeout=30))
+
+def signed_in(page, name):
+    "Whether the page says `name` is signed in (Voila embeds the cell's HTML output as JSON, < as \\u003c)."
+    return page.status_code == 200 and f'Signed in as \\u003cb\\u003e{name}\\u003c/b\\u003e' in page.text
+
+def audit(data):
+    with sqlite3.connect(data/'cases.db') as db: return db.execute('select operator, action from audit').fetchall()
+
+def test_one_operators_case_refused_to_another(operators):
+    "The page's kernel opens a linked case as the operator the server signed in, whatever the browser says."
+    url, data, _, tokens = operators
+    link = '&case=2026-0042&witness=W1'
+    smith = requests.get(f'{url}/?token={tokens["DS Smith"]}{link}&operator=PC+Jones', timeout=180)
+    assert signed_in(smith, 'DS Smith')
+    with sqlite3.connect(data/'cases.db') as db:
+        assert db.execute('select case_number, witness, operator from cases').fetchall() == [('2026-0042', 'W1', 'DS Smith')]
+    jones = requests.get(f'{url}/?token={tokens["PC Jones"]}{link}', timeout=180)
+    assert signed_in(jones, 'PC Jones')
+    assert audit(data) == [('DS Smith', 'open'), ('PC Jones', 'refused')]
+    subprocess.run(['t2f', 'app-grant', '2026-0042', 'W1', 'PC Jones', '--data-dir', str(data)], check=True)
+    assert signed_in(requests.get(f'{url}/?token={tokens["PC Jones"]}{link}', timeout=180), 'PC Jones')
+    assert audit(data)[-2:] == [(getpass.getuser(), 'grant'), ('PC Jones', 'open')]
+    log = subprocess.run(['t2f', 'app-audit', '--data-dir', str(data)], capture_output=True, text=True, check=True)
+    assert [l.split('\t')[1:3] for l in log.stdout.splitlines()][:2] == [['DS Smith', 'open'], ['PC Jones', 'refused']]
+
+def cmdline(pid):
+    try: return Path(f'/proc/{pid}/cmdline').read_bytes()
+    except OSError: return b''
+
+def test_idle_kernels_are_shut_down(tmp_path):
+    "A kernel idle past --idle-minutes is shut down (its model freed), the server still running."
+    port = free_port()
+    proc = start_app(tmp_path/'app', port, '--idle-minutes', '0.05')  # 3 s
+    try:
+        assert requests.get(f'http://127.0.0.1:{port}/', timeout=180).status_code == 200  # a kernel runs the page
+        kernels = lambda: [p for p in descendants(proc.pid) if alive(p) and b'ipykernel' in cmdline(p)]
+        assert kernels()
+        end = time.time() + 60
+        while kernels() and time.time() < end: time.sleep(1)
+        assert not kernels() and listening(port)
+    finally: stop_app(proc)
