@@ -5,10 +5,10 @@
 # %% auto #0
 __all__ = ['LORA_TARGETS', 'TEXT_LORA_TARGETS', 'PRECISIONS', 'TrainConfig', 'lfw_dataset', 'read_split', 'SDParts', 'load_model',
            'tokenize', 'encode_ids', 'image_tensor', 'encode_images', 'model_key', 'encode_captions', 'LatentCache',
-           'CachedItems', 'batch_indices', 'draw_step', 'Batch', 'diffusion_loss', 'step_inputs', 'add_lora',
-           'lora_state_dicts', 'kohya_metadata', 'save_lora', 'pipeline_of', 'sample_images', 'decode_latents',
-           'validation_loss', 'image_grid', 'checkpoints', 'optimizer_state', 'load_optimizer_state', 'NonFiniteLoss',
-           'Trainer', 'train', 'latent_distance', 'bench_train', 'gpu_check']
+           'CachedItems', 'batch_indices', 'draw_step', 'Batch', 'diffusion_loss', 'step_inputs', 'text_lora_layers',
+           'add_lora', 'lora_state_dicts', 'kohya_metadata', 'save_lora', 'pipeline_of', 'sample_images',
+           'decode_latents', 'validation_loss', 'image_grid', 'checkpoints', 'optimizer_state', 'load_optimizer_state',
+           'NonFiniteLoss', 'Trainer', 'train', 'latent_distance', 'bench_train', 'gpu_check']
 
 # %% ../nbs/03_train.ipynb #2ffd849e
 import contextlib, gc, importlib.util, json, math, os, shutil, tempfile, time
@@ -429,11 +429,25 @@ LORA_TARGETS = {'attention': ['to_q', 'to_k', 'to_v', 'to_out.0'],
 TEXT_LORA_TARGETS = ['q_proj', 'k_proj', 'v_proj', 'out_proj']
 
 # %% ../nbs/03_train.ipynb #28c6ad56
-def _lora_config(rank, alpha, targets):
+def _lora_config(rank, alpha, targets, **options):
     "peft's configuration of Gaussian-initialised adapters: rank, scale `alpha / rank`, targets."
     from peft import LoraConfig
     return LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights='gaussian',
-                      target_modules=targets)
+                      target_modules=targets, **options)
+
+# %% ../nbs/03_train.ipynb #9beb764f
+def text_lora_layers(m, k:int): # which text encoder: 0, or 1 (SDXL's second)
+    "The layers of text encoder `k` of `m` whose output reaches the UNet's conditioning."
+    n = m.text_encoders[k].config.num_hidden_layers
+    return list(range(n - 1 if m.family == 'sdxl' and k == 0 else n))  # SDXL: its penultimate state
+
+# %% ../nbs/03_train.ipynb #0542eed8
+def _add_text_lora(m, rank, alpha):
+    "Inject LoRA adapters into the text encoders of `m` with peft itself, in the layers that count."
+    from peft import inject_adapter_in_model
+    for k, enc in enumerate(m.text_encoders):
+        layers = dict(layers_pattern='layers', layers_to_transform=text_lora_layers(m, k))
+        inject_adapter_in_model(_lora_config(rank, alpha, TEXT_LORA_TARGETS, **layers), enc)
 
 # %% ../nbs/03_train.ipynb #220e11f8
 def add_lora(m, rank:int=4, alpha:float=None, targets:str='attention',
@@ -444,25 +458,31 @@ def add_lora(m, rank:int=4, alpha:float=None, targets:str='attention',
     torch.manual_seed(seed)
     alpha = alpha or rank
     m.unet.add_adapter(_lora_config(rank, alpha, LORA_TARGETS[targets]))
+    if train_text_encoder: _add_text_lora(m, rank, alpha)
     nets = [m.unet] + (m.text_encoders if train_text_encoder else [])
-    for enc in nets[1:]:
-        try: enc.add_adapter(_lora_config(rank, alpha, TEXT_LORA_TARGETS))
-        except ValueError as e:  # transformers 5 wants a newer peft for adapters on its models
-            raise ValueError('text-encoder LoRA is not possible with the installed transformers '
-                             f'and peft: {e}') from None
     return [p for net in nets for p in net.parameters() if p.requires_grad]
 
 # %% ../nbs/03_train.ipynb #bdf4d9f2
 def _unwrap(net): return getattr(net, 'module', net)  # a network inside DistributedDataParallel
 
+# %% ../nbs/03_train.ipynb #35b716f1
+def _unwrapped(m):
+    "`m` with its networks out of DistributedDataParallel, for what one process computes alone."
+    return replace(m, unet=_unwrap(m.unet), text_encoders=[_unwrap(e) for e in m.text_encoders])
+
 # %% ../nbs/03_train.ipynb #baef36be
+def _clip_names(sd):
+    "Text-encoder LoRA keys as LoRA files name them: `text_model.` first (CLIP's old names)."
+    return {k if k.startswith('text_model.') else f'text_model.{k}': v for k, v in sd.items()}
+
 def lora_state_dicts(m):
     "peft state dicts of the adapters by component: 'unet', 'text_encoder', 'text_encoder_2'."
     from peft.utils import get_peft_model_state_dict
     nets = {'unet': _unwrap(m.unet), 'text_encoder': _unwrap(m.text_encoders[0])}
     if len(m.text_encoders) > 1: nets['text_encoder_2'] = _unwrap(m.text_encoders[1])
-    return {k: get_peft_model_state_dict(net)
-            for k, net in nets.items() if getattr(net, 'peft_config', None)}
+    sds = {k: get_peft_model_state_dict(net) for k, net in nets.items()
+           if getattr(net, 'peft_config', None)}
+    return {k: sd if k == 'unet' else _clip_names(sd) for k, sd in sds.items()}
 
 # %% ../nbs/03_train.ipynb #0ca4a877
 _KOHYA_FIELDS = {'ss_network_dim': 'rank', 'ss_network_alpha': 'alpha',
@@ -500,6 +520,8 @@ def _save_kohya(m, p, sds, path, extra=None):
                                          for k, sd in sds.items() for key, v in sd.items()})
     kohya = {k: torch.tensor(float(p.alpha)) if k.endswith('.alpha') else v.contiguous()
              for k, v in kohya.items()}
+    if m.family == 'sd15':  # one text encoder: kohya's lora_te_, not SDXL's lora_te1_
+        kohya = {k.replace('lora_te1_', 'lora_te_', 1): v for k, v in kohya.items()}
     with atomic_write(path, 'wb') as f: f.write(save(kohya, metadata=kohya_metadata(m, p, extra)))
 
 # %% ../nbs/03_train.ipynb #e3b4e937
@@ -565,18 +587,20 @@ def _validation_draws(n, latent_shape, num_timesteps, seed):
 
 # %% ../nbs/03_train.ipynb #8ce0aca8
 @torch.no_grad()
-def validation_loss(m, items, seed, batch_size=16):
+def validation_loss(m, items, seed, batch_size=16,
+                    train_te:bool=False): # the encoders carry adapters: encode the cached token ids
     "Mean denoising loss over the cached validation items with fixed noise and timesteps."
-    unet, n, T = _unwrap(m.unet), len(items), m.scheduler.config.num_train_timesteps
+    m, n, T = _unwrapped(m), len(items), m.scheduler.config.num_train_timesteps
     noise, timesteps = _validation_draws(n, items.latent_shape, T, seed)
     total = 0.0
     for i in range(0, n, batch_size):
         idx = list(range(i, min(n, i + batch_size)))
         b = items[idx]
-        pooled = b.get('pooled')
-        x = Batch(b['latents'], noise[idx], timesteps[idx], b['prompt_embeds'], pooled,
+        if train_te: embeds, pooled = encode_ids(m, b['input_ids'])
+        else: embeds, pooled = b['prompt_embeds'], b.get('pooled')
+        x = Batch(b['latents'], noise[idx], timesteps[idx], embeds, pooled,
                   None if pooled is None else b['time_ids'])
-        total += diffusion_loss(unet, m.scheduler, x.to(unet.device)).item() * len(idx)
+        total += diffusion_loss(m.unet, m.scheduler, x.to(m.unet.device)).item() * len(idx)
     return total / n
 
 # %% ../nbs/03_train.ipynb #5e4cea9c
@@ -760,15 +784,16 @@ def _load_encoders(self:Trainer):
 def cache(self:Trainer, progress:bool=True):
     "Encode both splits (each process its part) and the empty caption; pick the validation prompts."
     c, acc, (train_rows, val_rows) = self.cfg, self.acc, self.rows
+    m = _unwrapped(self.m)  # each process encodes its own part
     part = (acc.process_index, acc.num_processes)
-    cache = lambda flip: LatentCache(self.m, self.run/'cache', c.resolution, flip, self.shard_size,
+    cache = lambda flip: LatentCache(m, self.run/'cache', c.resolution, flip, self.shard_size,
                                      c.batch_size)
     shards, counts = cache(c.flip).build(train_rows, progress and acc.is_main_process, part)
     val_shards, _ = cache(False).build(val_rows, False, part)
     acc.wait_for_everyone()  # every shard is written
     self.counts = _summed(acc, counts)
     self.items, self.val_items = CachedItems(shards), CachedItems(val_shards)
-    self.empty = encode_captions(self.m, [''])
+    self.empty = encode_captions(m, [''])
     self.prompts = c.validation_prompts or [r['text'] for r in val_rows[:4]]
     self._free_encoders()  # the steps read the cache
     return self
@@ -838,7 +863,7 @@ def validate(self:Trainer, step:int):
     c, m = self.cfg, self.m
     self._load_encoders()  # freed after caching
     with self.acc.autocast():  # frozen weights in half precision, adapters in fp32
-        vloss = validation_loss(m, self.val_items, c.seed, c.batch_size)
+        vloss = validation_loss(m, self.val_items, c.seed, c.batch_size, c.train_text_encoder)
         latents = sample_images(m, self.prompts, c.resolution, c.seed, c.validation_steps, 'latent')
     images = decode_latents(m, latents)
     self._free_encoders()
