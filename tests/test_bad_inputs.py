@@ -457,6 +457,7 @@ EXPORT = [
 ]
 
 OTHERS = [
+    case('serve --port -1', msg='port -1 must be 1 to 65535'),  # before Ray starts
     case('serve', msg='no API token'),  # the token comes from the environment or a file only
     case('serve --token-file {tmp}/missing', msg='missing'),
     case('serve --token SECRET', msg='token file SECRET does not exist'),  # argparse: --token-file

@@ -1,5 +1,7 @@
-"`t2f serve` for real: one local Ray (2 CPUs) and one server for the whole file; tiny-sd15 at 64 px, 2 steps."
-import asyncio, base64, io, os, secrets
+"""`t2f serve` for real, deployed by `t2f serve --address` onto a Ray cluster of two nodes on this machine, started once
+for the whole file; tiny-sd15 at 64 px, 2 steps."""
+import asyncio, base64, io, json, os, secrets, subprocess, time
+from concurrent.futures import ThreadPoolExecutor
 import httpx, numpy as np, pytest
 from PIL import Image
 
@@ -8,16 +10,37 @@ AUTH = {'Authorization': f'Bearer {TOKEN}'}
 SMALL = {'size': 64, 'steps': 2}
 
 @pytest.fixture(scope='module')
-def server():
-    "The URL of `t2f serve` with tiny-sd15 (batches of up to 8); Ray shut down afterwards."
+def cluster():
+    "Ray with two nodes, as `ray.cluster_utils.Cluster` makes them on one machine: a head with no CPUs, so that every replica runs on the worker (2 CPUs); this process joins it."
     import ray
     from ray import serve as ray_serve
-    from text_to_face.serve import serve, _connect, _free_port
-    os.environ['T2F_SERVE_TOKEN'] = TOKEN
-    _connect(num_cpus=2, log_to_driver=False)  # ray.init(num_cpus=2, include_dashboard=False), retried
-    try: yield serve('tiny-sd15', port=_free_port(), max_batch=8, batch_wait=0.5, dtype='fp32', cpus=0.5,
-                     detach=True)
-    finally: ray_serve.shutdown(); ray.shutdown()
+    from ray.cluster_utils import Cluster
+    c = Cluster(initialize_head=True, head_node_args={'num_cpus': 0, 'include_dashboard': False})
+    try:
+        c.add_node(num_cpus=2)
+        ray.init(address=c.address, log_to_driver=False)
+        yield c
+    finally:
+        if ray.is_initialized(): ray_serve.shutdown(); ray.shutdown()
+        c.shutdown()
+
+@pytest.fixture(scope='module')
+def server(cluster):
+    "The URL of `t2f serve --address CLUSTER --detach` with tiny-sd15 (batches of up to 8), left running on the cluster."
+    from text_to_face.serve import _free_port
+    port = _free_port()
+    cmd = ['t2f', 'serve', '--address', cluster.address, '--port', str(port), '--max-batch', '8', '--batch-wait', '0.5',
+           '--dtype', 'fp32', '--cpus', '0.5', '--detach']
+    done = subprocess.run(cmd, env={**os.environ, 'T2F_SERVE_TOKEN': TOKEN}, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    return f'http://127.0.0.1:{port}'
+
+def replica(app, deployment):
+    "The name and actor of the one replica of `deployment` in Serve application `app`, found by Ray's name for it."
+    import ray
+    prefix = f'SERVE_REPLICA::{app}#{deployment}#'
+    [name] = [a['name'] for a in ray.util.list_named_actors(all_namespaces=True) if a['name'].startswith(prefix)]
+    return name, ray.get_actor(name, namespace='serve')
 
 @pytest.fixture(scope='module')
 def tight(server):
@@ -108,6 +131,27 @@ def test_16_concurrent_requests_are_batched_and_regenerate_bit_exact(server, tmp
                          timeout=300)
     assert rebuilt.status_code == 200 and rebuilt.json()['identical'] is True, rebuilt.text
 
+def test_a_batched_image_carries_only_its_own_request(server, tmp_path):
+    "Two cases made in one model call: neither PNG holds the other's description or seed, and each regenerates bit for bit with `t2f regenerate` (one prompt is two CLIP windows long, which pads the other's)."
+    bodies = [{'description': 'a woman with a purple mohawk', 'seed': 424242, 'raw': True, **SMALL},
+              {'description': ', '.join(['a man in a zebra-striped scarf and a wide hat'] * 8), 'seed': 737373,
+               'raw': True, **SMALL}]
+    answers = post_all(server, bodies)
+    assert [a.json()['batch_requests'] for a in answers] == [2, 2], [a.text[:300] for a in answers]
+    paths = [saved(a.json()['images'][0], tmp_path/f'case{i}.png') for i, a in enumerate(answers)]
+    for i, path in enumerate(paths):
+        with Image.open(path) as img: text = ' '.join(img.text.values())  # the record and A1111's parameters
+        mine, theirs = bodies[i], bodies[1 - i]
+        assert str(mine['seed']) in text and mine['description'][:20] in text
+        assert str(theirs['seed']) not in text and theirs['description'][:20] not in text, text
+    batches = [json.loads(Image.open(p).text['t2f_record'])['batch'] for p in paths]
+    assert sorted(b['index'] for b in batches) == [0, 1] and {(b['size'], b['tokens']) for b in batches} == {(2, 154)}
+    short = paths[0]  # the one padded to the other's length: by the command, the other by its function here
+    done = subprocess.run(['t2f', 'regenerate', str(short)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and 'bit-identical to' in done.stdout, done.stdout + done.stderr[-2000:]
+    from text_to_face.generate import regenerate
+    assert regenerate(str(paths[1])) is True
+
 def test_a_served_png_has_the_watermark_and_regenerates_with_t2f_regenerate(server, tmp_path):
     "At 256 px the image carries its record's id in the watermark; `t2f regenerate` rebuilds it bit for bit."
     from text_to_face.generate import read_record, read_watermark, regenerate
@@ -161,3 +205,35 @@ def test_a_request_past_the_timeout_answers_504(tight):
     r = httpx.post(f'{tight}/generate-image', json={'description': 'a man', 'size': 128, 'steps': 500},
                    headers=AUTH, timeout=120)
     assert r.status_code == 504 and 'no answer within 4 s' in r.json()['detail'], r.text
+
+def test_two_nodes_serve_from_the_worker(cluster, server):
+    "`t2f serve --address` deployed onto the two-node cluster: the generator runs on the worker node, the head's URL answers."
+    import ray
+    nodes = {n['NodeID'] for n in ray.nodes() if n['Alive']}
+    assert len(nodes) == 2, ray.nodes()
+    _, actor = replica('t2f', 'generator')
+    where = ray.get(actor.__ray_call__.remote(lambda self: ray.get_runtime_context().get_node_id()))
+    assert where in nodes and where != cluster.head_node.node_id
+    r = httpx.post(f'{server}/generate-image', json={'description': 'a man', **SMALL}, headers=AUTH, timeout=300)
+    assert r.status_code == 200 and len(r.json()['images']) == 1, r.text
+
+def test_a_replica_killed_mid_request_answers_503_and_is_replaced(server):
+    "The generator replica killed while it makes a request: that client gets 503 with the reason, not a hang; Ray Serve starts another replica, which answers."
+    import ray
+    from text_to_face.serve import LOST
+    name, actor = replica('t2f', 'generator')
+    slow = {'description': 'a man', 'size': 128, 'steps': 400}  # about 12 s here
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(httpx.post, f'{server}/generate-image', json=slow, headers=AUTH, timeout=120)
+        deadline = time.time() + 60
+        while httpx.get(f'{server}/metrics', headers=AUTH).json()['in_flight'] < 1 and time.time() < deadline: time.sleep(0.1)
+        time.sleep(1.5)  # past the batch wait, into the model call
+        ray.kill(actor, no_restart=True)
+        lost = pending.result()
+    assert lost.status_code == 503 and lost.json()['detail'] == LOST, lost.text
+    assert lost.headers['retry-after'] == '30'
+    deadline = time.time() + 180
+    while (r := httpx.post(f'{server}/generate-image', json={'description': 'a man', **SMALL}, headers=AUTH,
+                           timeout=300)).status_code != 200 and time.time() < deadline: time.sleep(1)
+    assert r.status_code == 200, r.text
+    assert replica('t2f', 'generator')[0] != name

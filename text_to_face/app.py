@@ -13,6 +13,7 @@ from pathlib import Path
 from urllib.parse import parse_qs
 from fastcore.basics import patch
 from .schema import load_schema, forensic_prompt, check_text, _allowed
+from .core import check_port
 from .generate import parse_lora, model_and_lora
 from .cases import *
 from .cases import _thumb  # a private name: `import *` leaves it out
@@ -479,7 +480,7 @@ def voila_command(page:Path, port:int, host:str, secret:str,
 # %% ../nbs/06_app.ipynb #15165f87
 def _check_serving(port:int, deep_cache:int, idle_minutes:float):
     "Refuse a port, DeepCache interval or idle time that cannot be served, before anything starts."
-    if not 1 <= port <= 65535: raise ValueError(f'port {port} must be 1 to 65535')
+    check_port(port)
     if deep_cache < 0: raise ValueError(f'deep_cache {deep_cache} must be 0 (off) or more')
     if not idle_minutes >= 0: raise ValueError(f'idle_minutes {idle_minutes} must be 0 (never) or more')
 

@@ -7,7 +7,8 @@ __all__ = ['STAGES', 'IMAGE_ERRORS', 'atomic_write', 'dumps', 'write_json', 'rea
            'read_jsonl', 'repair_jsonl', 'params_hash', 'file_hash', 'write_manifest', 'check_manifest', 'shareable',
            'changed_settings', 'check_overwrite', 'JobLog', 'guard_settings', 'start_job', 'fingerprint',
            'record_config', 'Stage', 'stage_arguments', 'run_argument', 'stage_function', 'parameters', 'stage_state',
-           'run_stage', 'stage_current', 'trained_lora', 'cpu_has_bf16', 'pick_device', 'cuda_dtype', 'pick_dtype']
+           'run_stage', 'stage_current', 'trained_lora', 'check_port', 'cpu_has_bf16', 'pick_device', 'cuda_dtype',
+           'pick_dtype']
 
 # %% ../nbs/core.ipynb #26bad470
 import contextlib, hashlib, inspect, json, os, platform, shutil, time
@@ -344,6 +345,13 @@ def trained_lora(run_dir): # a run directory that `t2f train` wrote
         raise FileNotFoundError(f'{run_dir} holds no trained LoRA (lora/params.json and {lora.name}): '
                                 f'run `t2f train {run_dir}` first, or name the model and LoRA')
     return params['model'], lora
+
+# %% ../nbs/core.ipynb #372aca9b
+def check_port(port:int): # a TCP port to listen on
+    "`port`, or a ValueError unless it is a TCP port number (1 to 65535)."
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise ValueError(f'port {port!r} must be 1 to 65535')
+    return port
 
 # %% ../nbs/core.ipynb #1d6a0357
 import struct
