@@ -3,27 +3,38 @@ registry. The images are not built here; these tests hold them to the README's i
 command they start through t2f itself, so an option renamed in a notebook breaks this test, not a deployment."""
 import json, os, re, shlex, subprocess, sys
 from pathlib import Path
-import yaml
+import pytest, yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-IMAGES = [ROOT/'deploy'/'Dockerfile', ROOT/'deploy'/'spaces'/'Dockerfile']
+IMAGE = ROOT/'deploy'/'Dockerfile'
+
+@pytest.fixture(scope='module')
+def space(tmp_path_factory):
+    "A Space checkout as deploy/spaces/prepare.sh fills it."
+    dest = tmp_path_factory.mktemp('space')
+    done = subprocess.run(['bash', ROOT/'deploy'/'spaces'/'prepare.sh', dest], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    return dest
 
 def instructions(dockerfile):
     "(instruction, argument) of each line of `dockerfile`, continuation lines joined, comments left out."
     text = re.sub(r'\\\n\s*', ' ', dockerfile.read_text())
     return [tuple(l.split(None, 1)) for l in text.splitlines() if l.strip() and not l.startswith('#')]
 
+def images(space): return [IMAGE, space/'Dockerfile']
+
 def readme_install():
     "The README's install command (its first line that ends in `# install`)."
     line = next(l for l in (ROOT/'README.md').read_text().splitlines() if l.rstrip().endswith('# install'))
     return line.split('#')[0].strip()
 
-def test_images_install_as_the_readme_says():
-    for image in IMAGES: assert ('RUN', readme_install()) in instructions(image), image
+def test_images_install_as_the_readme_says(space):
+    for image in images(space): assert ('RUN', readme_install()) in instructions(image), image
 
 def started(dockerfile):
     "The t2f command lines an image's CMD runs (a shell CMD split at its `&&`)."
-    cmd = json.loads(dict(instructions(dockerfile))['CMD'])
+    cmd = json.loads([arg for i, arg in instructions(dockerfile) if i == 'CMD'][-1])  # the last one counts
     lines = [cmd] if cmd[0] == 't2f' else [shlex.split(part) for part in cmd[2].split('&&')]
     return [[a for a in line if a != 'exec'] for line in lines]
 
@@ -39,10 +50,10 @@ def _t2f(argv, tmp_path):
     return subprocess.run([sys.executable, '-m', 'text_to_face.cli', *argv[1:], *extra], capture_output=True,
                           text=True, env=env, timeout=300)
 
-def test_every_command_is_one_t2f_accepts(tmp_path):
+def test_every_command_is_one_t2f_accepts(space, tmp_path):
     "The services' command lines parse, and the dashboard's passes every check it makes before it starts."
     from text_to_face.cli import COMMANDS, command_parser, _load
-    lines = [l for image in IMAGES for l in started(image)] + list(compose_commands().values())
+    lines = [l for image in images(space) for l in started(image)] + list(compose_commands().values())
     assert {l[1] for l in lines} == {'serve', 'app', 'download'}
     for argv in lines:
         target, _, positional = COMMANDS[argv[1]]
@@ -51,29 +62,26 @@ def test_every_command_is_one_t2f_accepts(tmp_path):
             done = _t2f(argv, tmp_path)
             assert done.returncode == 0 and '--Voila.ip=0.0.0.0' in done.stdout, done.stderr
 
-def test_ports_agree():
+def test_ports_agree(space):
     "Each service's port is exposed by its image and published by compose; the Space's app_port is the dashboard's."
-    exposed = {int(p) for image in IMAGES for i, arg in instructions(image) if i == 'EXPOSE' for p in arg.split()}
+    exposed = {int(p) for image in images(space) for i, arg in instructions(image) if i == 'EXPOSE' for p in arg.split()}
     port = lambda argv: int(argv[argv.index('--port') + 1])
     services = yaml.safe_load((ROOT/'deploy'/'compose.yaml').read_text())['services']
     for name, s in services.items():
         assert port(s['command']) in exposed and f"{port(s['command'])}:{port(s['command'])}" in s['ports'], name
     header = yaml.safe_load((ROOT/'deploy'/'spaces'/'README.md').read_text().split('---')[1])
-    assert header['sdk'] == 'docker' and header['app_port'] == port(started(IMAGES[1])[-1]) == 8866
+    assert header['sdk'] == 'docker' and header['app_port'] == port(started(space/'Dockerfile')[-1]) == 8866
 
-def test_tokens_come_from_the_environment():
+def test_tokens_come_from_the_environment(space):
     "No token on a command line (ps shows it to every user): each service names its token variable."
     services = yaml.safe_load((ROOT/'deploy'/'compose.yaml').read_text())['services']
     assert services['serve']['environment'] == ['T2F_SERVE_TOKEN'] and services['app']['environment'] == ['T2F_APP_TOKEN']
-    for line in [l for image in IMAGES for l in started(image)] + list(services[s]['command'] for s in services):
+    for line in [l for image in images(space) for l in started(image)] + list(services[s]['command'] for s in services):
         assert not any('token' in a.lower() for a in line), line
 
-def test_space_is_prepared_from_the_tracked_files(tmp_path):
-    "prepare.sh fills a Space checkout: the project, and the Space's Dockerfile and README at its root."
-    done = subprocess.run(['bash', ROOT/'deploy'/'spaces'/'prepare.sh', tmp_path/'space'], capture_output=True,
-                          text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    space = tmp_path/'space'
-    assert (space/'Dockerfile').read_bytes() == (ROOT/'deploy'/'spaces'/'Dockerfile').read_bytes()
+def test_space_is_prepared_from_the_tracked_files(space):
+    "prepare.sh fills a Space checkout: the project, the Space's README at its root, and the image plus the Space's lines."
+    image, extra = IMAGE.read_text(), (ROOT/'deploy'/'spaces'/'Dockerfile.space').read_text()
+    assert (space/'Dockerfile').read_text() == image + extra
     assert (space/'README.md').read_text().startswith('---\ntitle: text_to_face')
     assert (space/'settings.ini').exists() and (space/'nbs'/'04_generate.ipynb').exists()

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Fill a clone of a Hugging Face Space's repository with what the Space builds: the project's tracked
-# files, and this folder's Dockerfile and README.md (with the Space's header) at its root.
+# Fill a clone of a Hugging Face Space's repository with what the Space builds: the project's tracked files,
+# this folder's README.md (with the Space's header) and a Dockerfile that is deploy/Dockerfile followed by
+# Dockerfile.space (the Space's own lines), at its root.
 #   deploy/spaces/prepare.sh ~/spaces/text-to-face && cd ~/spaces/text-to-face && git add -A && git push
 set -euo pipefail
 dest=${1:?usage: prepare.sh SPACE_CHECKOUT}
 here=$(cd "$(dirname "$0")" && pwd); repo=$(cd "$here/../.." && pwd)
 mkdir -p "$dest"
 git -C "$repo" ls-files -z | (cd "$repo" && xargs -0 tar -cf - ) | tar -xf - -C "$dest"
-cp "$here/Dockerfile" "$here/README.md" "$dest/"
+cat "$repo/deploy/Dockerfile" "$here/Dockerfile.space" > "$dest/Dockerfile"
+cp "$here/README.md" "$dest/"
 echo "$dest: the Space's files are ready (Dockerfile, README.md with the Space header, the project)"
