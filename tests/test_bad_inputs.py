@@ -109,6 +109,7 @@ BUILD = {
     'rec_int': ('int.png', lambda d, c: _png_with(c.png, d, text='2')),  # found by fuzzing
     'rec_model_dict': ('modeldict.png', lambda d, c: _png_with(c.png, d, record=dict(c.record, model={'a': 1}))),
     'rec_long_model': ('long.png', lambda d, c: _png_with(c.png, d, record=dict(c.record, model='x' * 300))),
+    'rec_tilde_model': ('tilde.png', lambda d, c: _png_with(c.png, d, record=dict(c.record, model='~' * 40))),
     'rec_badjson': ('badjson.png', lambda d, c: _png_with(c.png, d, text='{"model": ')),
     'rec_empty': ('emptyrec.png', lambda d, c: _png_with(c.png, d, record={})),
     'rec_hash': ('hash.png', lambda d, c: _png_with(c.png, d, record=dict(c.record, model_hash='0' * 64))),
@@ -380,6 +381,7 @@ REGENERATE = [
     case(f'{R} {{rec_int}}', msg='record'),
     case(f'{R} {{rec_model_dict}}', msg='model'),
     case(f'{R} {{rec_long_model}}', msg='xxx'),
+    case(f'{R} {{rec_tilde_model}}', msg='~~~'),  # found by fuzzing: Path.expanduser's RuntimeError
     case(f'{R} {{rec_empty}}'),
     case(f'{R} {{rec_hash}}', msg='not the one'),
     case(f'{R} {{rec_nomodel}}', msg='no-such-model'),
@@ -555,6 +557,8 @@ PHOTOS = [
     pytest.param('bad.bmp', (SEEDS/'truncated_bmp_header.bmp').read_bytes(), 'truncated or corrupt',
                  id='truncated BMP (found by fuzzing)'),
     pytest.param('bad.png', (SEEDS/'truncated.png').read_bytes(), 'truncated or corrupt', id='truncated PNG'),
+    pytest.param('bad.tif', (SEEDS/'frame_table_outside.tif').read_bytes(), 'truncated or corrupt',
+                 id='TIFF frame table outside the file (found by fuzzing)'),
     pytest.param('bad.jpg', b'not an image\n', 'not an image', id='text named .jpg'),
     pytest.param('bad.png', b'', 'empty file', id='empty file'),
     pytest.param('blank.png', (SEEDS/'tiny.png').read_bytes(), 'no face', id='no face'),
