@@ -55,8 +55,8 @@ def demo(run_dir:str='t2f-demo', # run directory to create or resume
 
 # %% ../nbs/pipeline.ipynb #30d4ae16
 SLURM_FLAGS = {'partition': 'partition', 'account': 'account', 'qos': 'qos', 'cpus': 'cpus-per-task',
-               'mem': 'mem', 'time': 'time'}  # config key -> the sbatch option it becomes
-SLURM_KEYS = (*SLURM_FLAGS, 'gpus', 'nodes',
+               'time': 'time'}  # config key -> the sbatch option it becomes, for every job
+SLURM_KEYS = (*SLURM_FLAGS, 'mem', 'mem_per_gpu', 'gpus', 'nodes',
               'caption_shards')
 
 def read_config(path):
@@ -120,11 +120,15 @@ def run_local(cfg:dict, stages=None, progress:bool=True):
 # %% ../nbs/pipeline.ipynb #0395ebd3
 def job_resources(slurm:dict, # the config's slurm section
                   stage:str):
-    "The nodes and GPUs a stage's job asks for: only training uses several GPUs (and nodes); gpus: 0 means CPU nodes."
+    "The nodes, GPUs and memory a stage's job asks for: only training uses several GPUs (and nodes) and memory per GPU."
     gpus = 0 if stage in ('preprocess', 'dataset') else int(slurm.get('gpus', 1))
     gpus = gpus if stage == 'train' else min(gpus, 1)  # caption, generate and evaluate run one process each
     nodes = [f"--nodes={slurm.get('nodes', 1)}"] if stage == 'train' else []
-    return nodes + ([f'--gres=gpu:{gpus}'] if gpus else ['--gres=none'])
+    # each training process holds the frozen model in CPU memory while it loads: memory grows with the GPUs.
+    # Slurm refuses --mem-per-gpu beside --mem, so a job gets one of them
+    per_gpu = stage == 'train' and gpus and slurm.get('mem_per_gpu')
+    mem = ([f'--mem-per-gpu={per_gpu}'] if per_gpu else [f"--mem={slurm['mem']}"] if 'mem' in slurm else [])
+    return nodes + ([f'--gres=gpu:{gpus}'] if gpus else ['--gres=none']) + mem
 
 # %% ../nbs/pipeline.ipynb #f8abf4df
 def _papermill_params(cfg, stage):
