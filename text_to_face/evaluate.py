@@ -319,12 +319,14 @@ def paired_bootstrap(base, # per-pair scores of the base model (NaN/None: pair l
                      higher_is_better:bool=True,
                      n_boot:int=2000, # bootstrap resamples
                      level:float=0.95, # confidence level
-                     seed:int=0):
+                     seed:int=0,
+                     min_pairs:int=5): # fewer pairs get no verdict
     "Mean paired improvement of `tuned` over `base`, with its percentile bootstrap interval, and in %."
     b, t = np.asarray(base, dtype=float), np.asarray(tuned, dtype=float)
     keep = ~(np.isnan(b) | np.isnan(t))
     b, t = b[keep], t[keep]
-    if len(b) < 2: return {'n': int(len(b)), 'verdict': 'too few pairs'}
+    # 2 pairs have 3 distinct resamples: an 'interval' from them says nothing
+    if len(b) < min_pairs: return {'n': int(len(b)), 'verdict': 'too few pairs'}
     sign = 1 if higher_is_better else -1
     r = _interval(b, t, sign, n_boot, level, seed)
     return {'n': int(len(b)), 'base': float(b.mean()), 'finetuned': float(t.mean()), **r,
@@ -367,7 +369,8 @@ def group_of(row:dict):
 def _group_interval(g, metric, min_n, n_boot):
     "One group's paired improvement of `metric`, its interval and flag."
     if len(g) < min_n: return {'verdict': 'too few pairs', 'flag': None}
-    r = paired_bootstrap(g[f'base_{metric}'], g[f'finetuned_{metric}'], METRICS[metric], n_boot)
+    r = paired_bootstrap(g[f'base_{metric}'], g[f'finetuned_{metric}'], METRICS[metric], n_boot,
+                         min_pairs=min_n)  # the group's own minimum
     r['flag'] = 'worse' if r['verdict'] == 'worse' else (
         'worse_point_estimate' if r.get('improvement', 0) < 0 else None)
     return r
