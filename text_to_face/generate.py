@@ -177,13 +177,18 @@ RECORD_FIELDS = {  # field: (type, required)
 LORA_FIELDS = {'path': str, 'sha256': str, 'weight': (int, float)}
 
 # %% ../nbs/04_generate.ipynb #9a9d94c1
+def _is(value, kinds:tuple):
+    "Whether `value` is of one of `kinds`, where a bool counts as a bool only (not as an int)."
+    return isinstance(value, kinds) and (bool in kinds or not isinstance(value, bool))
+
 def _check_fields(value:dict, fields:dict, what:str):
     "Raise a ValueError naming the first field of `fields` (name: (type, required)) that `value` lacks or mistypes."
     for k, (kind, required) in fields.items():
+        kinds = kind if isinstance(kind, tuple) else (kind,)
         if k not in value:
             if required: raise ValueError(f'{what} has no {k!r}')
-        elif not isinstance(value[k], kind) or (isinstance(value[k], bool) and kind in (int, (int, float))):
-            raise ValueError(f'{what}: {k} is {value[k]!r:.60}, not {getattr(kind, "__name__", "a number")}')
+        elif not _is(value[k], kinds):
+            raise ValueError(f"{what}: {k} is {value[k]!r:.60}, not {' or '.join(t.__name__ for t in kinds)}")
 
 def check_record(record, source='the record'): # the parsed JSON; where it came from, for messages
     "`record` if it has the shape of a generation record, else a ValueError that says what is wrong."
@@ -332,6 +337,8 @@ class FaceGenerator:
         if self.device.type == 'cuda': deterministic_cuda()
         self.model_hash = model_hash(self.folder)  # refuses pickled weights before they are read
         self.pipe, self._embeds = self._load(), {}
+        # fixed for the generator's life: computed once, not for every image's record (a LoRA is read whole)
+        self.hardware, self.a1111_loras = hardware(self.device), [a1111_lora(p) for p, _ in self.loras]
 
 # %% ../nbs/04_generate.ipynb #62bcc210
 @patch_to(FaceGenerator)
@@ -456,7 +463,7 @@ def _record(self, request:dict):
                 dtype=DTYPE_NAMES[self.dtype], device=self.device.type,
                 options=dataclasses.asdict(self.options))
     return {'id': params_hash(made, 8), **made, 'model_path': str(self.folder), 'versions': _versions(),
-            'hardware': hardware(self.device), 'a1111_loras': [a1111_lora(p) for p, _ in self.loras],
+            'hardware': self.hardware, 'a1111_loras': self.a1111_loras,
             'time': time.strftime('%Y-%m-%dT%H:%M:%S%z'), 'statement': STATEMENT}
 
 # %% ../nbs/04_generate.ipynb #64511348
