@@ -4,11 +4,11 @@
 
 # %% auto #0
 __all__ = ['STAGES', 'IMAGE_ERRORS', 'atomic_write', 'dumps', 'write_json', 'read_json', 'append_jsonl', 'write_jsonl',
-           'read_jsonl', 'repair_jsonl', 'params_hash', 'file_hash', 'write_manifest', 'check_manifest', 'shareable',
-           'changed_settings', 'check_overwrite', 'JobLog', 'guard_settings', 'start_job', 'fingerprint',
-           'record_config', 'Stage', 'stage_arguments', 'run_argument', 'stage_function', 'parameters', 'stage_state',
-           'run_stage', 'stage_current', 'trained_lora', 'check_port', 'cpu_has_bf16', 'pick_device', 'cuda_dtype',
-           'pick_dtype']
+           'read_jsonl', 'repair_jsonl', 'params_hash', 'file_hash', 'write_manifest', 'check_manifest',
+           'existing_path', 'shareable', 'changed_settings', 'check_overwrite', 'JobLog', 'guard_settings', 'start_job',
+           'fingerprint', 'record_config', 'Stage', 'stage_arguments', 'run_argument', 'stage_function', 'parameters',
+           'stage_state', 'run_stage', 'stage_current', 'trained_lora', 'check_port', 'cpu_has_bf16', 'pick_device',
+           'cuda_dtype', 'pick_dtype']
 
 # %% ../nbs/core.ipynb #26bad470
 import contextlib, hashlib, inspect, json, os, platform, shutil, time
@@ -122,6 +122,14 @@ def check_manifest(folder, name:str='manifest.json'):
     for f, sha in want.items():
         if f not in have: raise ValueError(f'{folder/f}, listed in its manifest, is missing')
         if file_hash(folder/f) != sha: raise ValueError(f'{folder/f} does not match its SHA-256 in {folder/name}: it changed after it was saved')
+
+# %% ../nbs/core.ipynb #722b315b
+def existing_path(text): # a path, or text that may be one
+    "`text` as a Path (`~` expanded) when it names an existing file or folder here, else None."
+    try: path = Path(text).expanduser()
+    except RuntimeError: path = Path(text)  # '~someone' with no such user
+    try: return path if path.exists() else None
+    except (OSError, ValueError): return None  # too long for the file system, or a NUL in it
 
 # %% ../nbs/core.ipynb #f8355e02
 def shareable(path): # a file, or a folder whose files to change

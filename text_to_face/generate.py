@@ -568,8 +568,7 @@ def refine(self, image, # the image to refine: a path (recorded) or a PIL image
 # %% ../nbs/04_generate.ipynb #a9fdd351
 def _is_file(path:str):
     "Whether `path` names a file here (False for text that cannot be a path at all)."
-    try: return Path(path).is_file()
-    except (OSError, ValueError): return False  # too long for the file system, or a NUL in it
+    return bool((found := existing_path(path)) and found.is_file())
 
 # %% ../nbs/04_generate.ipynb #0b200172
 def check_sources(record:dict):
@@ -786,9 +785,7 @@ def model_and_lora(run, # a run directory, or None
 # %% ../nbs/04_generate.ipynb #a4a817b8
 def _attribute_text(attributes:str):
     "The text of `attributes` (the file it names, or itself) and where it came from, for messages."
-    try: path = Path(attributes); named = path.exists()
-    except (OSError, ValueError): named = False  # too long or odd for a file name: it is the text
-    if not named: return attributes, 'text'
+    if not (path := existing_path(attributes)): return attributes, 'text'
     if path.is_dir(): raise ValueError(f'--attributes {attributes} is a folder, not a YAML or JSON file')
     try: return path.read_text(), f'file {attributes}'
     except UnicodeDecodeError: raise ValueError(f'--attributes file {attributes} is not text') from None

@@ -108,10 +108,8 @@ def _may_download(allow_download:bool):
 # %% ../nbs/models.ipynb #b85e586d
 def _local_folder(name:str):
     "`name` as an existing local folder, or None (also where it cannot be a path at all)."
-    try: path = Path(name).expanduser()
-    except RuntimeError: path = Path(name)  # '~someone' with no such user
-    try: return path if path.is_dir() else None
-    except (OSError, ValueError): return None  # a name too long for the file system, or with a NUL
+    path = existing_path(name)
+    return path if path and path.is_dir() else None
 
 # %% ../nbs/models.ipynb #5290a555
 def resolve_model(name:str, # registry name, `tiny-*` name, or path of a local folder
