@@ -1,6 +1,7 @@
 """`t2f serve` for real, deployed by `t2f serve --address` onto a Ray cluster of two nodes on this machine, started once
 for the whole file; tiny-sd15 at 64 px, 2 steps."""
 import asyncio, base64, io, json, os, secrets, subprocess, time
+from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 import httpx, numpy as np, pytest
 from PIL import Image
@@ -25,12 +26,19 @@ def cluster():
         c.shutdown()
 
 @pytest.fixture(scope='module')
-def server(cluster):
-    "The URL of `t2f serve --address CLUSTER --detach` with tiny-sd15 (batches of up to 8), left running on the cluster."
+def operators(tmp_path_factory):
+    "A users file of two operators, as `t2f app-user` writes it; (its path, {name: token})."
+    from text_to_face.cases import add_operator
+    users = tmp_path_factory.mktemp('users')/'users.json'
+    return users, {name: add_operator(users, name) for name in ('DS Smith', 'PC Jones')}
+
+@pytest.fixture(scope='module')
+def server(cluster, operators):
+    "The URL of `t2f serve --address CLUSTER --users FILE --detach` with tiny-sd15 (batches of up to 8), left running on the cluster."
     from text_to_face.serve import _free_port
     port = _free_port()
     cmd = ['t2f', 'serve', '--address', cluster.address, '--port', str(port), '--max-batch', '8', '--batch-wait', '0.5',
-           '--dtype', 'fp32', '--cpus', '0.5', '--detach']
+           '--dtype', 'fp32', '--cpus', '0.5', '--users', str(operators[0]), '--detach']
     done = subprocess.run(cmd, env={**os.environ, 'T2F_SERVE_TOKEN': TOKEN}, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     return f'http://127.0.0.1:{port}'
@@ -75,7 +83,7 @@ def test_every_route_but_health_wants_the_token(server):
         for method, path in ROUTES:
             r = httpx.request(method, server + path, headers=headers, content=b'{broken json')
             assert r.status_code == 401 and 'Bearer TOKEN' in r.json()['detail'], (path, r.text)
-            assert r.headers['www-authenticate'] == 'Bearer'
+            assert r.headers['www-authenticate'] == 'Bearer, Basic realm="t2f"'
     docs = httpx.get(f'{server}/docs', headers=AUTH)
     assert docs.status_code == 200 and 'swagger' in docs.text.lower()
     paths = httpx.get(f'{server}/openapi.json', headers=AUTH).json()['paths']
@@ -237,3 +245,107 @@ def test_a_replica_killed_mid_request_answers_503_and_is_replaced(server):
                            timeout=300)).status_code != 200 and time.time() < deadline: time.sleep(1)
     assert r.status_code == 200, r.text
     assert replica('t2f', 'generator')[0] != name
+
+def basic(name, token):
+    "An Authorization header of HTTP Basic credentials."
+    return {'Authorization': 'Basic ' + base64.b64encode(f'{name}:{token}'.encode()).decode()}
+
+def test_operators_of_the_users_file_sign_in_with_their_own_tokens(server, operators):
+    "`t2f serve --users`: each operator of the dashboard's users file gets in with their name and token (Basic), and is counted by name; a wrong token, another's token or an unknown name is 401."
+    _, tokens = operators
+    before = httpx.get(f'{server}/metrics', headers=AUTH).json()['callers']
+    for name, token in tokens.items():
+        assert httpx.get(f'{server}/models', headers=basic(name, token)).status_code == 200
+    smith, jones = tokens['DS Smith'], tokens['PC Jones']
+    for headers in (basic('DS Smith', jones), basic('PC Jones', 'x' * 32), basic('PC Nobody', smith), basic(smith, '')):
+        r = httpx.get(f'{server}/models', headers=headers)
+        assert r.status_code == 401 and 'Basic' in r.headers['www-authenticate'], r.text
+    after = httpx.get(f'{server}/metrics', headers=AUTH).json()['callers']
+    assert {n: after.get(n, 0) - before.get(n, 0) for n in tokens} == {'DS Smith': 1, 'PC Jones': 1}
+
+def test_img2img_on_the_server_regenerates_like_t2f_regenerate(server, tmp_path):
+    "An img2img request sent at once with a text-to-image one of the same settings: each made apart (the refinement is no txt2img), the refinement's record names its source, `t2f regenerate` rebuilds it to the bit, and POST /regenerate wants the source (422 without it, or with another image)."
+    from text_to_face.generate import read_record
+    from text_to_face.serve import NEEDS_SOURCE
+    first = httpx.post(f'{server}/generate-image', json={'description': 'a man', 'seed': 1, **SMALL}, headers=AUTH, timeout=300)
+    source = saved(first.json()['images'][0], tmp_path/'source.png')
+    encoded = base64.b64encode(source.read_bytes()).decode()
+    refine = {'description': 'a man with a scar', 'seeds': [5, 6], 'steps': 2, 'init_image': encoded, 'strength': 0.6,
+              'init_path': str(source)}
+    plain, refined = post_all(server, [{'description': 'a man with a scar', 'seed': 9, **SMALL}, refine])
+    assert (plain.status_code, refined.status_code) == (200, 200), (plain.text[:300], refined.text[:300])
+    assert plain.json()['batch_requests'] == refined.json()['batch_requests'] == 1
+    records = [i['record'] for i in refined.json()['images']]
+    assert [r['kind'] for r in records] == ['img2img'] * 2 and [r['seed'] for r in records] == [5, 6]
+    assert records[0]['init_image']['path'] == str(source) and records[0]['strength'] == 0.6
+    made = saved(refined.json()['images'][1], tmp_path/'refined.png')
+    assert read_record(made) == records[1]
+    done = subprocess.run(['t2f', 'regenerate', str(made)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and 'bit-identical to' in done.stdout, done.stdout + done.stderr[-2000:]
+    sent = {'png': base64.b64encode(made.read_bytes()).decode(), 'init_image': encoded}
+    again = httpx.post(f'{server}/regenerate', json=sent, headers=AUTH, timeout=300)
+    assert again.status_code == 200 and again.json()['identical'] is True, again.text
+    alone = httpx.post(f'{server}/regenerate', content=made.read_bytes(), headers=AUTH)
+    assert alone.status_code == 422 and alone.json()['detail'] == NEEDS_SOURCE
+    other = httpx.post(f'{server}/regenerate', json={**sent, 'init_image': sent['png']}, headers=AUTH)
+    assert other.status_code == 422 and 'sha256 differs' in other.json()['detail'], other.text
+
+def t2f_app_check(*args, token=TOKEN, tmp):
+    "`t2f app --dry-run` with `args`, the server token in the environment; (exit code, stdout, stderr)."
+    cmd = ['t2f', 'app', '--data-dir', str(tmp/'app'), '--dry-run', *args]
+    done = subprocess.run(cmd, env={**os.environ, 'T2F_SERVE_TOKEN': token}, capture_output=True, text=True, timeout=120)
+    return done.returncode, done.stdout, done.stderr
+
+def test_t2f_app_checks_its_server_before_it_starts(server, tmp_path):
+    "`t2f app --server` refuses, in one line, a server that is not there, a token it refuses, another model; it starts on the right one, and its page draws through the server."
+    from text_to_face.serve import _free_port
+    nowhere = f'http://127.0.0.1:{_free_port()}'
+    cases = [((nowhere,), TOKEN, f'no t2f server at {nowhere}'), ((server,), 'x' * 32, 'token refused'),
+             ((server, '--model', 'tiny-sdxl'), TOKEN, 'serves tiny-sd15, not tiny-sdxl')]
+    for args, token, says in cases:
+        code, _, err = t2f_app_check('--server', *args, token=token, tmp=tmp_path)
+        assert code == 2 and says in err and len(err.strip().splitlines()) == 1, err
+    code, out, err = t2f_app_check('--server', server, token=TOKEN, tmp=tmp_path)
+    assert code == 0 and TOKEN not in out, err
+    page = (tmp_path/'app'/'page'/'dashboard.ipynb').read_text()
+    assert f"server={server!r}" in page and "model='tiny-sd15'" in page
+
+def our_kernels():
+    "The PIDs of the Voila kernels whose environment holds this module's token (root reads any /proc/PID/environ)."
+    pids = []
+    for proc in Path('/proc').iterdir():
+        try:
+            if b'ipykernel' in (proc/'cmdline').read_bytes() and f'T2F_SERVE_TOKEN={TOKEN}'.encode() in (proc/'environ').read_bytes():
+                pids.append(int(proc.name))
+        except (OSError, ValueError): pass
+    return pids
+
+def test_two_dashboards_draw_through_one_server(server, tmp_path, monkeypatch):
+    "Two browser sessions of one `t2f app --server` (two kernels, two witnesses) both generate: the server's /metrics counts their requests and images, each image carries a valid record of the server's model, and no kernel has torch loaded."
+    from playwright.sync_api import sync_playwright
+    from test_app_browser import CHROMIUM_ARGS, open_and_describe, t2f_app
+    from text_to_face.generate import check_record, read_record
+    monkeypatch.setenv('T2F_SERVE_TOKEN', TOKEN)
+    before = httpx.get(f'{server}/metrics', headers=AUTH).json()
+    looks = {'W1': ('female', 'red'), 'W2': ('male', 'black')}
+    with t2f_app(tmp_path/'app', '--server', server) as url, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path='/usr/bin/chromium', args=['--headless', *CHROMIUM_ARGS])
+        pages = {w: browser.new_context().new_page() for w in looks}
+        for w, page in pages.items(): open_and_describe(page, url, '2026-0042', w, *looks[w])
+        for page in pages.values(): assert page.locator('text=Images are made by the t2f server').count() == 1
+        for page in pages.values(): page.click('button:has-text("Generate")')
+        for page in pages.values(): page.wait_for_selector('text=6 candidates', timeout=300_000)
+        kernels = our_kernels()
+        maps = {pid: Path(f'/proc/{pid}/maps').read_text() for pid in kernels}
+        browser.close()
+    assert len(kernels) == 2 and not [pid for pid, m in maps.items() if 'libtorch' in m], kernels
+    after = httpx.get(f'{server}/metrics', headers=AUTH).json()
+    assert after['images'] - before['images'] == 12  # 6 candidates each, in requests of up to 3
+    assert after['callers']['token'] - before['callers'].get('token', 0) >= 4
+    model_hash = httpx.get(f'{server}/models', headers=AUTH).json()['model_hash']
+    pngs = sorted((tmp_path/'app'/'cases').glob('*/*.png'))
+    assert len(pngs) == 12
+    for png in pngs:
+        record = read_record(png)
+        check_record(record)
+        assert record['model_hash'] == model_hash and record['statement'].startswith('AI-generated')

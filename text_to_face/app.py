@@ -14,7 +14,6 @@ from urllib.parse import parse_qs
 from fastcore.basics import patch
 from .schema import load_schema, forensic_prompt, check_text, _allowed
 from .core import check_port
-from .generate import parse_lora, model_and_lora
 from .cases import *
 from .cases import _thumb  # a private name: `import *` leaves it out
 
@@ -326,6 +325,16 @@ def _model_banner(model:str):
                                    '<code>t2f app --model realvisxl4</code> (or sd15, or a folder) for real faces.', '#ffd')
     return model, banner
 
+# %% ../nbs/06_app.ipynb #0a2d9bfc
+def _served_model(url:str): # the t2f server the kernel draws with
+    "The model and LoRAs of the t2f server at `url`, and a banner naming them (or what is wrong)."
+    from text_to_face.client import check_server, read_token  # neither torch nor Ray
+    try: models = check_server(url, read_token())
+    except ValueError as e: return 'unknown', [], _banner(f'<b>{html.escape(str(e))}</b>', '#fdd')
+    text = (f'Images are made by the t2f server at <code>{html.escape(url)}</code>: model <b>'
+            f'{html.escape(models["model"])}</b> ({models["model_hash"][:10]}). This page holds no model.')
+    return models['model'], [(l['path'], l['weight']) for l in models['loras']], _banner(text, '#def')
+
 # %% ../nbs/06_app.ipynb #538bfae4
 def _show_html(text:str):
     "Display `text` as HTML in the notebook (or the Voila page), not as a widget."
@@ -349,13 +358,17 @@ def dashboard(model:str='realvisxl4', # generator model: registry name, tiny-* o
               cache_hours:float=1, # hours an image is kept for identical requests; 0: no cache
               rewriter:str=None, # optional local text model (folder or tiny-lm) that rewrites descriptions
               operator:str=None, # the operator the server signed in (t2f app --users); None: typed in
-              link:str=''): # a query string naming a case to open at once: case=2026-0042&witness=W1
+              link:str='', # a query string naming a case to open at once: case=2026-0042&witness=W1
+              server:str=None): # a t2f server to draw with (t2f app --server): no model in this kernel
     "Build the composite dashboard for `model`; show it with `display` (a Voila page shows the returned widget)."
-    model, banner = _model_banner(model)
-    tiny, loras = model.startswith('tiny-'), [parse_lora(lora)] if lora else []
+    if server: model, loras, banner = _served_model(server)
+    else:
+        from text_to_face.generate import parse_lora  # torch: only a kernel with a model needs it
+        (model, banner), loras = _model_banner(model), [parse_lora(lora)] if lora else []
+    tiny = model.startswith('tiny-')
     s = CompositeSession(Path(data_dir or Path.home()/'text_to_face'/'app'), model, loras,
                          size=size or (64 if tiny else 320), steps=steps or (4 if tiny else 25),
-                         deep_cache=deep_cache, cache_ttl=cache_hours * 3600)
+                         deep_cache=deep_cache, cache_ttl=cache_hours * 3600, server=server)
     d = Dashboard(s, banner, rewriter, operator)
     if operator: _show_html(f'<p>Signed in as <b>{html.escape(operator)}</b>.</p>')
     d.open_link(link)
@@ -449,7 +462,7 @@ PAGE = '''import os
 from text_to_face.app import dashboard
 dashboard(model={model!r}, lora={lora!r}, data_dir={data_dir!r}, deep_cache={deep_cache!r},
           cache_hours={cache_hours!r}, rewriter={rewriter!r}, operator=operator,
-          link=os.environ.get('QUERY_STRING', ''))'''
+          link=os.environ.get('QUERY_STRING', ''), server={server!r})'''
 
 def write_page(data_dir:Path, # the app's private data folder
                **settings): # dashboard's arguments but data_dir
@@ -484,6 +497,14 @@ def _check_serving(port:int, deep_cache:int, idle_minutes:float):
     if deep_cache < 0: raise ValueError(f'deep_cache {deep_cache} must be 0 (off) or more')
     if not idle_minutes >= 0: raise ValueError(f'idle_minutes {idle_minutes} must be 0 (never) or more')
 
+def _server_check(server:str, token_file:str, model:str, lora:str, deep_cache:int):
+    "The token and model of the t2f server at `server`, after checking it answers, takes it and serves `model`."
+    from text_to_face.client import check_server, read_token
+    if lora or deep_cache:
+        raise ValueError("with --server, LoRAs and speed options are the server's: give them to t2f serve")
+    token = read_token(token_file, '--server-token-file')
+    return token, check_server(server, token, model)['model']
+
 def _operators(users:str, token_file:str):
     "The users file's absolute path, checked: private and with an operator in it; None without one."
     if users is None: return None
@@ -506,12 +527,18 @@ def app(model:str=None, # generator model: registry name, tiny-* or a folder (de
         deep_cache:int=0, # DeepCache interval: 0 = off, 3 = faster previews (see 04_generate)
         cache_hours:float=1, # hours the cache keeps an image for identical requests; 0: no cache
         idle_minutes:float=60, # a kernel idle this long is shut down, freeing its model; 0: never
+        server:str=None, # a t2f server (t2f serve) to draw with: every kernel its thin client, no model
+        server_token_file:str=None, # file holding the server's token, mode 600 (default: $T2F_SERVE_TOKEN)
         dry_run:bool=False): # print the voila command instead of running it
     "Serve the investigator's dashboard with Voila."
     if token is not None: raise ValueError('a token on the command line is visible to every user in `ps`: '
                                            'set T2F_APP_TOKEN or use --token-file')
     _check_serving(port, deep_cache, idle_minutes)
-    model, lora = model_and_lora(run, model, lora)
+    if run is not None:
+        from text_to_face.generate import model_and_lora  # torch: not for a dashboard on a server
+        model, lora = model_and_lora(run, model, lora)
+    served = None  # the server's token: to the kernels in their environment, never in argv
+    if server: served, model = _server_check(server, server_token_file, model, lora, deep_cache)
     users = _operators(users, token_file)
     secret = '' if users else read_token(token_file)
     if not (secret or users) and not is_loopback(host):
@@ -519,11 +546,12 @@ def app(model:str=None, # generator model: registry name, tiny-* or a folder (de
     data_dir = private_dir(Path(data_dir or Path.home()/'text_to_face'/'app').resolve())
     check_lifetime(cache_hours)  # refused here, not in a visitor's kernel
     page = write_page(data_dir, model=model or 'realvisxl4', lora=lora, deep_cache=deep_cache,
-                      cache_hours=cache_hours, rewriter=rewriter)
+                      cache_hours=cache_hours, rewriter=rewriter, server=server)
     cmd = voila_command(page, port, host, secret, users, idle_minutes)
     if dry_run: print(shlex.join(cmd)); return cmd
     env = {k: v for k, v in os.environ.items() if k not in ('T2F_APP_TOKEN', 'JUPYTER_TOKEN')}
-    return serve(cmd, env | ({'JUPYTER_TOKEN': secret} if secret else {}))
+    env |= ({'T2F_SERVE_TOKEN': served} if served else {}) | ({'JUPYTER_TOKEN': secret} if secret else {})
+    return serve(cmd, env)
 
 # %% ../nbs/06_app.ipynb #9579dd22
 def app_user(name:str, # the operator's name: letters, digits, space, . _ -

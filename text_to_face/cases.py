@@ -268,10 +268,13 @@ class CompositeSession:
                  loras=(), # (path, weight) pairs
                  size:int=320, steps:int=25, guidance:float=7.0, # generation settings
                  deep_cache:int=0, # DeepCache interval (0 = off; 3 roughly halves the time per image, see 04_generate)
-                 cache_ttl:float=3600): # seconds a cached image stays valid (0: no cache)
+                 cache_ttl:float=3600, # seconds a cached image stays valid (0: no cache)
+                 server:str=None): # a t2f server to draw with (t2f app --server); None: a model here
         self.data_dir, self.model, self.loras = private_dir(data_dir), model, [tuple(l) for l in loras]
         # part of every request, so of its cache key
         self.settings = dict(size=size, steps=steps, guidance=guidance, deep_cache=deep_cache)
+        self.server = server
+        if server: self.settings['server'] = server  # its images are its own: a key apart
         self.store, self.cache = CaseStore(self.data_dir/'cases.db'), ImageCache(self.data_dir/'cache', ttl=cache_ttl)
         self.case_id, self.prompt, self.cancel, self._gen, self._lock = None, None, threading.Event(), None, threading.Lock()
         self.hits, self.operator = 0, ''  # images answered from the cache; who works
@@ -297,8 +300,11 @@ def describe(self:CompositeSession, attributes:dict=None, text:str=''):
 # %% ../nbs/cases.ipynb #941b51e9
 @patch
 def generator(self:CompositeSession):
-    "The face generator of this kernel, loaded on first use."
+    "The face generator of this kernel, loaded on first use; with a server, a thin client of it."
     with self._lock:
+        if self._gen is None and self.server:  # the token: in the kernel's environment, never argv
+            from text_to_face.client import RemoteGenerator, read_token
+            self._gen = RemoteGenerator(self.server, read_token())
         if self._gen is None:
             from text_to_face.generate import FaceGenerator
             self._gen = FaceGenerator(self.model, loras=self.loras,
@@ -359,7 +365,8 @@ def _from_cache(self:CompositeSession, requests:list, folder:Path):
 @patch
 def _render(self:CompositeSession, requests:list, progress=None, batch:int=3):
     "(path, record) of every request not cancelled, cached ones first; `progress(done, total)` after each batch."
-    from text_to_face.generate import read_record  # here: the case domain loads without torch
+    if self.server: from text_to_face.client import served_record as read_record  # a thin kernel: no torch
+    else: from text_to_face.generate import read_record  # here: the case domain loads without torch
     folder = self.data_dir/'cases'/str(self.case_id); folder.mkdir(parents=True, exist_ok=True)
     paths = self._from_cache(requests, folder)
     todo = [i for i in range(len(requests)) if i not in paths]
