@@ -369,10 +369,10 @@ IMAGE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError
 
 # %% ../nbs/core.ipynb #beb1acb2
 def cpu_has_bf16(cpuinfo='/proc/cpuinfo'):
-    "Whether this CPU computes bf16 natively (AMX or AVX-512 BF16 flags)."
+    "Whether this CPU computes bf16 natively (x86's AMX or AVX-512 BF16 flags, Arm's bf16 feature)."
     try: flags = Path(cpuinfo).read_text()
     except OSError: return False
-    return any(f in flags.split() for f in ('amx_bf16', 'avx512_bf16'))
+    return any(f in flags.split() for f in ('amx_bf16', 'avx512_bf16', 'bf16'))
 
 def pick_device(device=None): # 'cpu', 'cuda', 'cuda:N'; None: CUDA when available, else CPU
     "The torch device to run on, checked to exist on this machine."

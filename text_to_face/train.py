@@ -5,11 +5,12 @@
 # %% auto #0
 __all__ = ['LORA_TARGETS', 'TEXT_LORA_TARGETS', 'MODELSPEC_ARCHITECTURES', 'PRECISIONS', 'TrainConfig', 'lfw_dataset',
            'read_split', 'SDParts', 'load_model', 'tokenize', 'encode_ids', 'image_tensor', 'encode_images',
-           'model_key', 'encode_captions', 'LatentCache', 'CachedItems', 'batch_indices', 'draw_step', 'Batch',
-           'diffusion_loss', 'step_inputs', 'text_lora_layers', 'add_lora', 'lora_state_dicts', 'kohya_metadata',
-           'legacy_hash', 'tag_frequency', 'run_metadata', 'kohya_hashes', 'save_lora', 'pipeline_of', 'sample_images',
-           'decode_latents', 'validation_loss', 'image_grid', 'checkpoints', 'optimizer_state', 'load_optimizer_state',
-           'NonFiniteLoss', 'Trainer', 'log_hparams', 'train', 'latent_distance', 'bench_train', 'gpu_check']
+           'cache_dtype', 'model_key', 'encode_captions', 'LatentCache', 'CachedItems', 'batch_indices', 'draw_step',
+           'Batch', 'diffusion_loss', 'step_inputs', 'text_lora_layers', 'add_lora', 'lora_state_dicts',
+           'kohya_metadata', 'legacy_hash', 'tag_frequency', 'run_metadata', 'kohya_hashes', 'save_lora', 'pipeline_of',
+           'sample_images', 'decode_latents', 'validation_loss', 'image_grid', 'checkpoints', 'optimizer_state',
+           'load_optimizer_state', 'NonFiniteLoss', 'Trainer', 'log_hparams', 'train', 'latent_distance', 'bench_train',
+           'gpu_check']
 
 # %% ../nbs/03_train.ipynb #2ffd849e
 import contextlib, gc, importlib.util, json, math, os, shutil, tempfile, time
@@ -242,6 +243,12 @@ def encode_images(vae, images):
     shift = getattr(vae.config, 'shift_factor', None) or 0
     return ((latents - shift) * vae.config.scaling_factor).float()
 
+# %% ../nbs/03_train.ipynb #8968b1f6
+def cache_dtype(mixed_precision:str, device) -> torch.dtype:
+    "The VAE's dtype while it encodes the cache: bf16 if training in bf16 where `device` has it natively."
+    native = pick_dtype(device) == torch.bfloat16  # pre-Ampere GPUs and most CPUs only emulate bf16
+    return torch.bfloat16 if mixed_precision == 'bf16' and native else torch.float32
+
 # %% ../nbs/03_train.ipynb #295df077
 def _fingerprint(folder):
     "What identifies a model folder cheaply: its path, and the names, sizes and dates of its files."
@@ -294,9 +301,9 @@ def _encode_shard(m, rows, resolution, flip, batch=8):
 # %% ../nbs/03_train.ipynb #4ae34501
 @patch
 def key(self:LatentCache):
-    "What every shard's name hashes besides its items: encoders' files, resolution, augmentation."
-    return {'model': model_key(self.m), 'resolution': self.resolution,
-            'augment': {'crop': 'centre', 'flip': self.flip}}
+    "What every shard's name hashes besides its items: encoders' files and VAE dtype, resolution, augmentation."
+    return {'model': model_key(self.m), 'vae_dtype': str(self.m.vae.dtype).removeprefix('torch.'),
+            'resolution': self.resolution, 'augment': {'crop': 'centre', 'flip': self.flip}}
 
 # %% ../nbs/03_train.ipynb #394540b3
 @patch
@@ -832,6 +839,7 @@ def cache(self:Trainer, progress:bool=True):
     c, acc, (train_rows, val_rows) = self.cfg, self.acc, self.rows
     m = _unwrapped(self.m)  # each process encodes its own part
     part = (acc.process_index, acc.num_processes)
+    m.vae.to(cache_dtype(c.mixed_precision, acc.device))  # validation decodes in fp32 all the same
     cache = lambda flip: LatentCache(m, self.run/'cache', c.resolution, flip, self.shard_size,
                                      c.batch_size)
     shards, counts = cache(c.flip).build(train_rows, progress and acc.is_main_process, part)
@@ -1134,6 +1142,12 @@ def _peak_rss_mb():
     line = next(l for l in Path('/proc/self/status').read_text().splitlines() if l.startswith('VmHWM'))
     return int(line.split()[1]) / 1024
 
+# %% ../nbs/03_train.ipynb #6c1817b2
+def _steady(times, warmup:int=2): # seconds of each step; the first `warmup` are left out
+    "Seconds per step in steady state: the median of the steps after the warm-up."
+    if len(times) <= warmup: raise ValueError(f'time at least {warmup + 1} steps, got {len(times)}')
+    return float(np.median(times[warmup:]))
+
 # %% ../nbs/03_train.ipynb #a05b0072
 def _bench_one(kind, model, run, p, steps, threads, queue):
     "Run one measurement in this (fresh) process and put (steps per second, peak MB, cache seconds) on `queue`."
@@ -1141,13 +1155,14 @@ def _bench_one(kind, model, run, p, steps, threads, queue):
     torch.manual_seed(0)
     if kind == 'baseline': times, cache_s = _baseline_run(model, run, p, steps), 0.0
     else:
+        shutil.rmtree(Path(run)/'cache', ignore_errors=True)  # every round builds its cache
         t = time.time()
         train(run, model=model, steps=steps, validate_every=0, checkpoint_every=steps,
               progress=False, overwrite=True, **p)  # p holds the precision
         secs = [r['seconds'] for r in read_jsonl(Path(run)/'lora'/'log.jsonl')]
         times, cache_s = list(np.diff([0] + secs)), time.time() - t - secs[-1]
     peak = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else _peak_rss_mb()
-    queue.put((1 / np.mean(times[1:]), peak, cache_s))
+    queue.put((1 / _steady(times), peak, cache_s))
 
 # %% ../nbs/03_train.ipynb #09412752
 def _measure(kind, model, run, p, steps, threads):
@@ -1186,11 +1201,12 @@ def _bench_report(label, baseline, cached):
     "One setup's report, ratios first: medians over the rounds, and the speed ratio of each round."
     (b_sps, b_mem, _), (o_sps, o_mem, cache_s) = [np.median(np.array(r), 0) for r in (baseline, cached)]
     rounds = ', '.join(f'x{o[0] / b[0]:.2f}' for b, o in zip(baseline, cached))
+    builds = ', '.join(f'{o[2]:.0f}' for o in cached)
     return (f'{label}: this trainer x{o_sps / b_sps:.2f} steps/s, x{o_mem / b_mem:.2f} peak memory'
             f' (medians of {len(cached)} alternating rounds; steps/s per round: {rounds})'
             f'\n  baseline (encode every step): {b_sps:7.3f} steps/s, peak {b_mem:8.0f} MB'
             f'\n  this trainer (cached):        {o_sps:7.3f} steps/s, peak {o_mem:8.0f} MB'
-            f'   (loading + building the cache: {cache_s:.1f} s)')
+            f'   (loading + building the cache: {cache_s:.1f} s; per round: {builds} s)')
 
 # %% ../nbs/03_train.ipynb #da59619e
 def bench_train(steps:int=8, # optimizer steps per measurement (the first is not timed)
