@@ -16,6 +16,8 @@ def cluster():
     import ray
     from ray import serve as ray_serve
     from ray.cluster_utils import Cluster
+    from text_to_face.serve import RAY_PATIENCE
+    for name, seconds in RAY_PATIENCE.items(): os.environ.setdefault(name, seconds)  # the nodes inherit it
     c = Cluster(initialize_head=True, head_node_args={'num_cpus': 0, 'include_dashboard': False})
     try:
         c.add_node(num_cpus=2)

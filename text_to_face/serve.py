@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['NOBODY', 'MAX_IMAGES', 'SETUP_KEYS', 'NEEDS_SOURCE', 'Generator', 'Captioner', 'BUSY', 'LOST', 'UNAUTHORIZED',
-           'MAX_UPLOAD', 'UPLOAD', 'PNG_AND_SOURCE', 'REGENERATE', 'API_DOC', 'Server', 'token_digest', 'bearer_ok',
-           'basic_operator', 'Job', 'request_source', 'request_job', 'GenerateRequest', 'GeneratedPNG',
+           'MAX_UPLOAD', 'UPLOAD', 'PNG_AND_SOURCE', 'REGENERATE', 'API_DOC', 'Server', 'RAY_PATIENCE', 'token_digest',
+           'bearer_ok', 'basic_operator', 'Job', 'request_source', 'request_job', 'GenerateRequest', 'GeneratedPNG',
            'GenerateResponse', 'RegenerateResponse', 'CaptionResponse', 'group_jobs', 'run_jobs', 'refined',
            'png_bytes', 'generator_setup', 'check_made_here', 'GeneratorReplica', 'source_job', 'CaptionerReplica',
            'ApiServer', 'record_of', 'make_api', 'ServeSettings', 'build_app', 'serve', 'bench_serve']
@@ -328,6 +328,13 @@ def _caption(self, image:bytes, seed:int):
 
 Captioner = ray_serve.deployment(CaptionerReplica, name='captioner')
 
+# %% ../nbs/serve.ipynb #7afe11d5
+def _stamp(path): # a file, or None
+    "What changes when the file at `path` is written (None: no file, or none on this node)."
+    try: s = os.stat(path) if path else None
+    except OSError: return None
+    return s and (s.st_ino, s.st_size, s.st_mtime_ns)  # a rewrite within one clock tick still shows
+
 # %% ../nbs/serve.ipynb #318f51a0
 class ApiServer:
     "The HTTP API in front of the generator (and captioner): token, checks, errors, counters."
@@ -337,11 +344,13 @@ class ApiServer:
                  timeout:float=300, # seconds a request may wait and run before it gets 504
                  captioner=None, # handle of the Captioner deployment, if there is one
                  limits:dict=None, # the serving settings, shown at /metrics
-                 operators:dict=None): # the users file's operators (t2f serve --users); None: none
+                 operators:dict=None, # the users file's operators (t2f serve --users); None: none
+                 users:str=None): # that file, read again when it changes
         self.generator, self.digest, self.model, self.timeout = generator, digest, model, timeout
         self.captioner, self.limits, self.setup = captioner, limits or {}, None
         self.counts, self.batches, self.in_flight, self.max_in_flight = Counter(), Counter(), 0, 0
         self.operators, self.callers, self.known = operators or {}, Counter(), {}
+        self.users, self.users_stamp = users, _stamp(users)
 
     # Ray Serve calls this on the replica, after __init__, for the ASGI app to serve
     def __serve_build_asgi_app__(self): return make_api(self)
@@ -385,6 +394,16 @@ def metrics(self):
             'largest_batch': max(self.batches, default=0), 'limits': self.limits,
             'callers': dict(sorted(self.callers.items()))}
 
+# %% ../nbs/serve.ipynb #440a02cf
+@patch_to(ApiServer)
+def reread_users(self):
+    "Read the users file again if it changed: an operator taken out of it is out at once, as on the dashboard."
+    stamp = _stamp(self.users)  # None on a node without the file: the operators it started with stay
+    if stamp is None or stamp == self.users_stamp: return
+    self.known, self.users_stamp = {}, stamp
+    try: self.operators = read_users(self.users)
+    except (OSError, ValueError): self.operators = {}  # unreadable now (or readable by others): no one in
+
 # %% ../nbs/serve.ipynb #1adf2e55
 UNAUTHORIZED = 'missing or wrong token: send the header `Authorization: Bearer TOKEN`'
 
@@ -397,6 +416,7 @@ def _path(request:Request):
 def caller(self, header:str): # the request's Authorization header
     "Who sends `header`: 'token' (the API token), an operator (`--users`), or None."
     if bearer_ok(header, self.digest): return 'token'
+    self.reread_users()
     key = token_digest(header or '')  # an operator's scrypt hash is worked out once per server
     if (name := self.known.get(key)) is None:
         if (name := basic_operator(header, self.operators)): self.known[key] = name
@@ -590,14 +610,15 @@ def build_app(model:str, # registry name, tiny-* name or folder
               captioner:str=None, # a captioner for /generate-caption; None: no captioner
               device=None, dtype=None, # as FaceGenerator's (default: the shared policy)
               speed:SpeedOptions=None, # speed and memory options of the generators
-              operators:dict=None): # operators who may sign in with Basic credentials
+              operators:dict=None, # operators who may sign in with Basic credentials
+              users:str=None): # their users file, read again when it changes
     "The Ray Serve application: the API, generator replicas behind it, and a captioner if named."
     s = settings or ServeSettings()
     generator, captioning, api, gpus = _options(s)
     limits = {**dataclasses.asdict(s), 'gpus': gpus, 'captioner': captioner}
     gen = generator.bind(model, loras, s.max_batch, s.batch_wait, device, dtype, speed)
     cap = captioning.bind(captioner, device, dtype) if captioner else None
-    return api.bind(gen, digest, model, s.timeout, cap, limits, operators)
+    return api.bind(gen, digest, model, s.timeout, cap, limits, operators, users)
 
 # %% ../nbs/serve.ipynb #7df21038
 def _served_loras(model:str, lora:list):
@@ -615,11 +636,16 @@ def _served_operators(users:str):
         raise ValueError(f'users file {users} has no operator: add one with t2f app-user')
     return operators
 
+# Ray Serve gives its HTTP proxy 5 s to say it is ready; a machine busy loading a model (or two cores
+# running a notebook) takes longer, and Ray then kills and restarts the proxy over and over
+RAY_PATIENCE = {'RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S': '60', 'RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S': '60'}
+
 def _connect(address:str=None, # a Ray cluster; None: RAY_ADDRESS, else start a local Ray
              **local): # ray.init's options for a local Ray, e.g. num_cpus=2
     "Join the Ray cluster at `address`, else start a local Ray; whether this call started one."
     import ray
     if ray.is_initialized(): return False
+    for name, seconds in RAY_PATIENCE.items(): os.environ.setdefault(name, seconds)  # a local Ray's
     address = address or os.environ.get('RAY_ADDRESS')
     if address: ray.init(address=address); return False
     for attempt in range(3):  # on a busy machine the raylet may time out while it starts
@@ -669,7 +695,7 @@ def serve(model:str='tiny-sd15', # the model every request uses: registry name, 
     loras, started = _served_loras(model, lora), _connect(address)
     ray_serve.start(http_options={'host': host, 'port': port, 'request_timeout_s': timeout + 60})
     ray_serve.run(build_app(model, loras, digest, settings, captioner, device, dtype, speed,
-                            operators),
+                            operators, users and str(Path(users).resolve())),
                   name='t2f', route_prefix='/')
     url = f'http://{host}:{port}'
     print(f'serving {model} at {url} (API documented at {url}/docs)', flush=True)
