@@ -2,9 +2,11 @@
 """Memory of the dashboard: 3 browser sessions of `t2f app` (3 Voila kernels, each with its own model) against
 3 sessions of `t2f app --server` (thin kernels) plus the `t2f serve` they draw through (Ray and its workers included).
 
-    python tests/app_memory.py [--model tiny-sd15] [--sessions 3]
+    python tests/app_memory.py [--model tiny-sd15] [--sessions 3] [--window SECONDS]
 
 Each session opens a case, describes a face and generates an array, so that a standalone kernel has loaded its model.
+With --window, memory is sampled every 3 s for that long after Generate and the largest total counts, instead of
+waiting for the arrays: for a model whose arrays take many minutes on a CPU (the SD 1.5 architecture: pass its folder).
 Prints, per setup, the resident memory (RSS) and the proportional set size (PSS: shared pages split between the
 processes that share them) summed over every process of the setup. Not part of CI: it takes a few minutes.
 """
@@ -46,7 +48,7 @@ def stop(proc):
         try: os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError: pass
 
-def sessions(url, n):
+def sessions(url, n, window=None):
     "Open `n` browser sessions of the dashboard at `url`; each describes a face and generates an array."
     from playwright.sync_api import sync_playwright
     with sync_playwright() as pw:
@@ -54,12 +56,14 @@ def sessions(url, n):
         pages = [browser.new_context().new_page() for _ in range(n)]
         for k, page in enumerate(pages): open_and_describe(page, url, '2026-0100', f'W{k}', 'male', 'black')
         for page in pages: page.click('button:has-text("Generate")')
-        for page in pages: page.wait_for_selector('text=6 candidates', timeout=900_000)
-        time.sleep(2)
-        yield
+        if window is None:
+            for page in pages: page.wait_for_selector('text=6 candidates', timeout=900_000)
+            time.sleep(2); yield
+        else:
+            for _ in range(int(window // 3)): yield; time.sleep(3)
         browser.close()
 
-def measure(model, n, server_args=None, data=None):
+def measure(model, n, server_args=None, data=None, window=None):
     "(RSS, PSS) in MB of `t2f app` (with `--server URL` when given) with `n` sessions, plus the server's processes."
     env, server = {**os.environ, 'OMP_NUM_THREADS': '1'}, None
     if server_args is not None:
@@ -71,12 +75,13 @@ def measure(model, n, server_args=None, data=None):
             time.sleep(1)
     extra, port = ['--server', f'http://127.0.0.1:{sport}'] if server else [], free_port()  # after Ray took its ports
     app = started(['t2f', 'app', '--model', model, '--port', str(port), '--data-dir', str(data), *extra], port, env)
+    total, per_kernel = (0, 0), []
     try:
-        for _ in sessions(f'http://127.0.0.1:{port}/', n):
+        for _ in sessions(f'http://127.0.0.1:{port}/', n, window):  # the largest total seen counts
             procs = tree(app.pid) + (tree(server.pid) if server else [])
             kernels = [p for p in procs if 'ipykernel' in ' '.join(p.cmdline())]
-            per_kernel = [round(p.memory_info().rss / 2**20) for p in kernels]
-            total = memory(procs)
+            if (now := memory(procs))[0] > total[0]:
+                total, per_kernel = now, [round(p.memory_info().rss / 2**20) for p in kernels]
     finally:
         stop(app)
         if server: stop(server)
@@ -87,11 +92,12 @@ if __name__ == '__main__':
     ap = argparse.ArgumentParser()
     ap.add_argument('--model', default='tiny-sd15'); ap.add_argument('--sessions', type=int, default=3)
     ap.add_argument('--thin-only', action='store_true', help='measure only the thin kernels and the server')
+    ap.add_argument('--window', type=float, help='seconds to sample after Generate instead of waiting for the arrays')
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
         setups = (('standalone', None), ('thin + server', []))
         for name, server_args in setups[1:] if a.thin_only else setups:
             t0 = time.time()
-            (rss, pss), kernels = measure(a.model, a.sessions, server_args, Path(d)/name.replace(' ', ''))
+            (rss, pss), kernels = measure(a.model, a.sessions, server_args, Path(d)/name.replace(' ', ''), a.window)
             print(f'{a.model}, {a.sessions} sessions, {name}: RSS {rss:.0f} MB, PSS {pss:.0f} MB; '
                   f'kernels RSS {kernels} MB ({time.time() - t0:.0f} s)', flush=True)
