@@ -11,6 +11,7 @@ import base64, json, os, urllib.error, urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from fastcore.basics import patch
+from .core import append_jsonl, atomic_write  # plain Python: no torch
 
 # %% ../nbs/client.ipynb #0798029a
 TOKEN_ENV, MIN_TOKEN_CHARS = 'T2F_SERVE_TOKEN', 16
@@ -83,9 +84,8 @@ class RemoteGenerator:
 
 # %% ../nbs/client.ipynb #e6e26ba8
 def _log(out_dir, images:list):
-    "Append the records of `images` to out_dir/generated.jsonl, with their file names."
-    rows = [json.dumps({**g.record, 'file_name': g.path.name}) + '\n' for g in images]
-    with open(Path(out_dir)/'generated.jsonl', 'a') as f: f.writelines(rows)
+    "Append the records of `images` to out_dir/generated.jsonl, with their file names, as `generate` logs."
+    append_jsonl(Path(out_dir)/'generated.jsonl', [{**g.record, 'file_name': g.path.name} for g in images])
 
 def _images(answer:dict, out_dir, names):
     "The RemoteImages of a /generate-image answer, written to `out_dir` as they came."
@@ -94,7 +94,7 @@ def _images(answer:dict, out_dir, names):
         png, path = base64.b64decode(image['png']), None
         if out_dir is not None:
             path = Path(out_dir)/f"{names[i] if names else image['id'] + '-' + str(image['seed'])}.png"
-            path.write_bytes(png)
+            with atomic_write(path, 'wb') as f: f.write(png)  # a killed kernel leaves no half PNG
         out.append(RemoteImage(path, image['record'], png))
     if out_dir is not None: _log(out_dir, out)
     return out
