@@ -583,15 +583,14 @@ def bench_caption(model:str='tiny-llava', # captioner to time
     s = GenerationSettings(max_new_tokens=max_new_tokens, temperature=0)
     # every caption gets max_new_tokens: both runs do the same work
     vlm.generation_config.eos_token_id = None
-    def run(bs):
+    def run(bs, count=n):
         start = time.perf_counter()
-        for k in range(0, n, bs):
-            generate_batch(processor, vlm,
-                           processor(images=images[k:k + bs],
-                                     text=[prompt] * len(images[k:k + bs]), return_tensors='pt',
-                                         padding=True), s, 0)
-        return n / (time.perf_counter() - start)
-    run(2)  # warm-up
+        for k in range(0, count, bs):
+            batch = images[k:min(k + bs, count)]
+            generate_batch(processor, vlm, processor(images=batch, text=[prompt] * len(batch),
+                                                     return_tensors='pt', padding=True), s, 0)
+        return count / (time.perf_counter() - start)
+    run(1, 1); run(batch_size, batch_size)  # warm-up: one call of each shape
     rates = {'batch 1 loop (original)': run(1), f'batched ({batch_size})': run(batch_size)}
     print(f'{model} on {vlm.device}, {n} images, {max_new_tokens} new tokens each')
     for k, v in rates.items(): print(f'{k:<26} {v:8.2f} captions/s')

@@ -343,13 +343,13 @@ def _tiny_llava_config(tok):
         vision_feature_select_strategy='default', pad_token_id=tok.pad_token_id)
 
 # %% ../nbs/models.ipynb #6a99a1d6
-def _llava_processor(tok):
-    "LLaVA 1.5's processor for 32-pixel images, with the chat tokenizer `tok` and LLaVA's template."
+def _llava_processor(tok, size=32, patch=8):
+    "LLaVA 1.5's processor for `size`-pixel images in `patch`-pixel patches, with the chat tokenizer `tok`."
     from transformers import CLIPImageProcessor, LlavaProcessor
     return LlavaProcessor(
-        image_processor=CLIPImageProcessor(size={'shortest_edge': 32},
-                                           crop_size={'height': 32, 'width': 32}),
-        tokenizer=tok, patch_size=8, vision_feature_select_strategy='default',
+        image_processor=CLIPImageProcessor(size={'shortest_edge': size},
+                                           crop_size={'height': size, 'width': size}),
+        tokenizer=tok, patch_size=patch, vision_feature_select_strategy='default',
         num_additional_image_tokens=1, chat_template=LLAVA_CHAT_TEMPLATE, image_token='<image>')
 
 # %% ../nbs/models.ipynb #3f709391

@@ -13,7 +13,7 @@ __all__ = ['LORA_TARGETS', 'TEXT_LORA_TARGETS', 'MODELSPEC_ARCHITECTURES', 'PREC
            'gpu_check']
 
 # %% ../nbs/03_train.ipynb #2ffd849e
-import contextlib, gc, importlib.util, json, math, os, shutil, tempfile, time
+import contextlib, gc, importlib.util, json, math, os, shutil, tempfile, time, traceback
 import numpy as np, torch, torch.nn.functional as F
 from dataclasses import asdict, dataclass, replace
 from fastcore.basics import patch, store_attr
@@ -885,11 +885,13 @@ def micro_batch(self:Trainer, mb:int):
 @patch
 def micro_step(self:Trainer, mb:int, sync:bool=True):
     "Forward and backward pass of micro-batch `mb` (all-reduced if `sync`); every process's loss."
+    from peft.helpers import disable_input_dtype_casting
     c, acc = self.cfg, self.acc
     with contextlib.ExitStack() as ctx:
         if not sync:
             for net in self.nets: ctx.enter_context(acc.no_sync(net))
         ctx.enter_context(acc.autocast())
+        for net in self.nets: ctx.enter_context(disable_input_dtype_casting(net))
         loss = diffusion_loss(self.m.unet, self.m.scheduler, self.micro_batch(mb), c.snr_gamma)
         everyone = acc.gather(loss.detach()[None])
         if torch.isfinite(everyone).all(): acc.backward(loss / c.grad_accum)
@@ -1119,6 +1121,7 @@ def _baseline_batch(m, rows, p, step):
 # %% ../nbs/03_train.ipynb #688e6c52
 def _baseline_run(model, run, p, steps):
     "Seconds per step (after the first) of the encode-every-step baseline."
+    from peft.helpers import disable_input_dtype_casting
     dtype = PRECISIONS[p.get('mixed_precision', 'no')]
     m = load_model(model, dtype=dtype)
     params = add_lora(m, p['rank'], seed=p['seed'])
@@ -1128,7 +1131,8 @@ def _baseline_run(model, run, p, steps):
     for step in range(steps):
         t = time.time()
         with torch.autocast('cpu', dtype, enabled=dtype != torch.float32):
-            loss = diffusion_loss(m.unet, m.scheduler, _baseline_batch(m, rows, p, step))
+            with disable_input_dtype_casting(m.unet):  # as in `micro_step`
+                loss = diffusion_loss(m.unet, m.scheduler, _baseline_batch(m, rows, p, step))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
@@ -1265,10 +1269,38 @@ def _sdxl_sized(folder, device='cpu'):
 
 # %% ../nbs/03_train.ipynb #4f2816b9
 def _check_models(folder, cuda:bool):
-    "(name, model, [(size, steps) of generation], training resolution) of each model `gpu_check` runs."
-    if not cuda: return [(n, n, [(64, 4)], 64) for n in ('tiny-sd15', 'tiny-sdxl')]
-    return [('SD 1.5 architecture', str(_sd15_sized(Path(folder)/'sd15')), [(512, 25), (320, 25)], 512),
-            ('SDXL architecture', str(_sdxl_sized(Path(folder)/'sdxl', 'cuda')), [(1024, 30)], 1024)]
+    "(name, model builder, [(size, steps) of generation], training resolution) of each model checked."
+    if not cuda: return [(n, lambda n=n: n, [(64, 4)], 64) for n in ('tiny-sd15', 'tiny-sdxl')]
+    sd15, sdxl = Path(folder)/'sd15', Path(folder)/'sdxl'
+    return [('SD 1.5 architecture', lambda: str(_sd15_sized(sd15)), [(512, 25), (320, 25)], 512),
+            ('SDXL architecture', lambda: str(_sdxl_sized(sdxl, 'cuda')), [(1024, 30)], 1024)]
+
+# %% ../nbs/03_train.ipynb #eee69ce3
+def _llava7b_config(tok, text_layers=32, vision_layers=24):
+    "LLaVA-1.5-7b's configuration for the chat tokenizer `tok` (fewer layers for a quick test)."
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
+    from text_to_face.models import _token_ids
+    return LlavaConfig(
+        vision_config=CLIPVisionConfig(hidden_size=1024, intermediate_size=4096,
+                                       num_attention_heads=16, num_hidden_layers=vision_layers,
+                                       image_size=336, patch_size=14, projection_dim=768),
+        text_config=LlamaConfig(vocab_size=len(tok), hidden_size=4096, intermediate_size=11008,
+                                num_hidden_layers=text_layers, num_attention_heads=32,
+                                max_position_embeddings=4096, **_token_ids(tok)),
+        image_token_id=tok.convert_tokens_to_ids('<image>'), vision_feature_layer=-2,
+        vision_feature_select_strategy='default', pad_token_id=tok.pad_token_id)
+
+# %% ../nbs/03_train.ipynb #ffd21684
+def _llava_sized(folder, device='cpu', **layers): # `text_layers`, `vision_layers` of `_llava7b_config`
+    "Save a LLaVA-1.5-7b architecture, random weights (seed 0), bf16, as `llava-1.5-7b-hf` is saved."
+    from transformers import GenerationConfig, LlavaForConditionalGeneration as Llava
+    from text_to_face.models import _chat_tokenizer, _token_ids, _llava_processor
+    tok = _chat_tokenizer(folder); torch.manual_seed(0)
+    with torch.device(device):
+        vlm = Llava._from_config(_llava7b_config(tok, **layers), dtype=torch.bfloat16)
+    vlm.generation_config = GenerationConfig(**_token_ids(tok))
+    vlm.save_pretrained(folder); _llava_processor(tok, size=336, patch=14).save_pretrained(folder)
+    return Path(folder)
 
 # %% ../nbs/03_train.ipynb #4cb206a8
 def _check_generation(model, sizes, out):
@@ -1285,25 +1317,44 @@ def _check_generation(model, sizes, out):
 
 # %% ../nbs/03_train.ipynb #21070b0a
 def _check_training(model, resolution, run, steps):
-    "Seconds per LoRA step (after the first) of a `steps`-step run at batch 1 and `resolution`."
+    "Seconds per LoRA step (after the first) of a `steps`-step run at batch 1, and the GPU's peak memory."
     lfw_dataset(Path(run)/'dataset', n_train=4, n_val=1, size=resolution)
+    if torch.cuda.is_available(): torch.cuda.reset_peak_memory_stats()
     train(run, model=model, resolution=resolution, batch_size=1, grad_accum=1, steps=steps,
           validate_every=0, checkpoint_every=steps, progress=False, overwrite=True)
     secs = [r['seconds'] for r in read_jsonl(Path(run)/'lora'/'log.jsonl')]
-    return round(float(np.mean(np.diff(secs))), 3)
+    res = {'LoRA s/step': round(float(np.mean(np.diff(secs))), 3)}
+    if torch.cuda.is_available():
+        res['LoRA peak GiB'] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    return res
 
 # %% ../nbs/03_train.ipynb #38947a32
-def gpu_check(train_steps:int=4): # LoRA steps per model (the first is not timed)
+def gpu_check(train_steps:int=4, # LoRA steps per model (the first is not timed)
+              report_path:str=None): # JSON file the figures are written to as each part ends
     "Time generation, LoRA steps and captioning and check bit-exact regeneration: full-size on CUDA, tiny on a CPU."
     from text_to_face.caption import bench_caption
     cuda, report = torch.cuda.is_available(), {}
-    print(f"gpu_check on {torch.cuda.get_device_name() if cuda else 'the CPU (no CUDA): tiny models'}")
+    report['device'] = torch.cuda.get_device_name() if cuda else 'the CPU (no CUDA): tiny models'
+    print('gpu_check on', report['device'])
+    def part(name, measure):  # a part that fails is reported, and the others still run
+        try: report[name] = measure()
+        except Exception as e:
+            report[name] = {'error': f'{type(e).__name__}: {e}'}; traceback.print_exc()
+        print(name, report[name], flush=True)
+        if report_path: write_json(report_path, report)
     with tempfile.TemporaryDirectory() as d:
-        for name, model, sizes, res in _check_models(d, cuda):
-            report[name] = {**_check_generation(model, sizes, Path(d)/'images'),
-                            'LoRA s/step': _check_training(model, res, Path(d)/name, train_steps)}
-            print(name, report[name], flush=True)
-    report['caption'] = bench_caption('tiny-llava', *((64, 32, 40) if cuda else (8, 8, 8)))
-    report['all bit-exact'] = all(v for r in report.values() for k, v in r.items() if 'bit' in k)
+        for name, build, sizes, res in _check_models(d, cuda):
+            def measure():
+                model = build()
+                return {**_check_generation(model, sizes, Path(d)/'images'),
+                        **_check_training(model, res, Path(d)/name, train_steps)}
+            part(name, measure)
+        captioner = lambda: str(_llava_sized(Path(d)/'llava', 'cuda')) if cuda else 'tiny-llava'
+        part('caption', lambda: bench_caption(captioner(), *((32, 32, 40) if cuda else (8, 8, 8))))
+    bits = [v for r in report.values() if isinstance(r, dict) for k, v in r.items() if 'bit' in k]
+    report['all bit-exact'] = bool(bits) and all(bits)
     print('all images regenerate bit-exact:', report['all bit-exact'])
+    if report_path: write_json(report_path, report)
+    failed = [k for k, r in report.items() if isinstance(r, dict) and 'error' in r]
+    if failed: raise RuntimeError(f"gpu_check: {', '.join(failed)} failed (see above)")
     return report
