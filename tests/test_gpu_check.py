@@ -19,3 +19,16 @@ def test_gpu_check_cpu_fallback(tmp_path):
         assert report[name]['64 px: regenerates bit-exact'] is True and report[name]['LoRA s/step'] > 0, report
     assert set(report['caption']) == {'batch 1 loop (original)', 'batched (8)'}, report
     assert all(rate > 0 for rate in report['caption'].values()), report
+
+def test_gpu_check_reports_failed_parts(tmp_path):
+    "A part that fails is in the report with its error, the other parts still run, and the script fails."
+    (tmp_path/'not-a-folder').write_text('')  # no tiny model can be built under a file
+    env = {**os.environ, 'CUDA_VISIBLE_DEVICES': '', 'HF_HUB_OFFLINE': '1', 'TMPDIR': str(tmp_path),
+           'T2F_CACHE': str(tmp_path/'not-a-folder')}
+    done = subprocess.run(['bash', ROOT/'slurm'/'gpu_check.sh', 'report.json'], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode != 0, done.stdout
+    assert 'gpu_check: tiny-sd15, tiny-sdxl, caption failed' in done.stderr, done.stderr[-3000:]
+    report = json.loads((tmp_path/'report.json').read_text())
+    for part in ('tiny-sd15', 'tiny-sdxl', 'caption'): assert set(report[part]) == {'error'}, report
+    assert report['all bit-exact'] is False, report
