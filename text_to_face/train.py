@@ -9,12 +9,13 @@ __all__ = ['LORA_TARGETS', 'TEXT_LORA_TARGETS', 'MODELSPEC_ARCHITECTURES', 'PREC
            'Batch', 'diffusion_loss', 'step_inputs', 'text_lora_layers', 'add_lora', 'lora_state_dicts',
            'kohya_metadata', 'legacy_hash', 'tag_frequency', 'run_metadata', 'kohya_hashes', 'save_lora', 'pipeline_of',
            'sample_images', 'decode_latents', 'validation_loss', 'image_grid', 'checkpoints', 'optimizer_state',
-           'load_optimizer_state', 'NonFiniteLoss', 'Trainer', 'log_hparams', 'train', 'latent_distance', 'bench_train',
-           'gpu_check']
+           'load_optimizer_state', 'NonFiniteLoss', 'Trainer', 'PackedConv2d', 'pack_frozen_convs', 'log_hparams',
+           'train', 'latent_distance', 'bench_train', 'gpu_check']
 
 # %% ../nbs/03_train.ipynb #2ffd849e
-import contextlib, gc, importlib.util, json, math, os, shutil, tempfile, time, traceback
+import contextlib, ctypes, gc, importlib.util, json, math, os, shutil, tempfile, time, traceback
 import numpy as np, torch, torch.nn.functional as F
+from torch import nn
 from dataclasses import asdict, dataclass, replace
 from fastcore.basics import patch, store_attr
 from pathlib import Path
@@ -54,6 +55,8 @@ class TrainConfig:
     caption_dropout:float=0.0 # probability of training an image with the empty caption
     mixed_precision:str=None # 'no', 'fp16' or 'bf16' (default: the project's device policy)
     gradient_checkpointing:bool=False # trade compute for memory in the UNet
+    # on the CPU, pack the frozen convolutions' weights for oneDNN once, not at every call
+    packed_convs:bool=True
     vae:str=None # another VAE to encode with, e.g. 'sdxl-vae-fp16-fix'
     # prompts of the validation grid (default: up to 4 captions of the val split)
     validation_prompts:list=None
@@ -758,7 +761,7 @@ def _check_resumable(self:Trainer, resume:bool):
     if not resume:
         raise ValueError(f'{lora_dir} already holds a training run: pass --resume to continue it '
                          'or --overwrite to start again')
-    ignore = ('steps', 'process_group_timeout_min')
+    ignore = ('steps', 'process_group_timeout_min', 'packed_convs')  # neither changes the result
     if changed := changed_settings(saved, self.settings, ignore=ignore):
         raise ValueError(f'cannot resume {lora_dir} with other parameters {changed}; '
                          'use --overwrite')
@@ -897,6 +900,75 @@ def micro_step(self:Trainer, mb:int, sync:bool=True):
         if torch.isfinite(everyone).all(): acc.backward(loss / c.grad_accum)
     return everyone
 
+# %% ../nbs/03_train.ipynb #900b8cb1
+class _PackedConv(torch.autograd.Function):
+    "A frozen convolution through oneDNN-packed weights: its output, and its input's gradient."
+    @staticmethod
+    def forward(ctx, x, conv):
+        ctx.conv, ctx.size = conv, x.shape[2:]
+        return torch.ops.mkldnn._convolution_pointwise(x, conv.packed, conv.bias, conv.padding, conv.stride,
+                                                       conv.dilation, conv.groups, 'none', [], '')
+    @staticmethod
+    def backward(ctx, grad):
+        c, size = ctx.conv, ctx.size
+        reach = [(grad.shape[2 + i] - 1) * c.stride[i] - 2 * c.padding[i] + c.dilation[i] * (c.kernel_size[i] - 1) + 1
+                 for i in range(2)]  # the input size the transposed convolution makes without output padding
+        extra = [s - r for s, r in zip(size, reach)]
+        return torch.ops.mkldnn._convolution_transpose_pointwise(
+            grad.contiguous(), c.packed_t, None, c.padding, extra, c.stride, c.dilation, c.groups, 'none', [], ''), None
+
+# %% ../nbs/03_train.ipynb #635e8259
+class PackedConv2d(nn.Conv2d):
+    "A frozen `nn.Conv2d` whose weights oneDNN packed once, for the forward pass and for the input's gradient."
+    def pack(self, size_in, size_out): # the (n, c, h, w) sizes of the input and output the layouts suit
+        "Pack the weights for the forward pass and for the transposed one; free the plain weights."
+        w, mk = self.weight.detach(), torch.ops.mkldnn
+        self.packed = mk._reorder_convolution_weight(w, self.padding, self.stride, self.dilation, self.groups,
+                                                     list(size_in))
+        self.packed_t = mk._reorder_convolution_transpose_weight(w, self.padding, [0, 0], self.stride,
+                                                                 self.dilation, self.groups, list(size_out))
+        self.weight = nn.Parameter(w.new_empty(0), requires_grad=False)  # the packed copies replace it
+        return self
+    def forward(self, x): return _PackedConv.apply(x.to(self.packed.dtype), self)
+
+# %% ../nbs/03_train.ipynb #c2c4f5d9
+def _trim_heap():
+    "Give the memory freed inside the C heap back to the system (glibc's `malloc_trim`; elsewhere nothing)."
+    try: ctypes.CDLL(None).malloc_trim(0)
+    except AttributeError: pass  # no glibc: musl, macOS, Windows
+
+# %% ../nbs/03_train.ipynb #ac9c899b
+def pack_frozen_convs(net:nn.Module, # its frozen convolutions get packed weights
+                      run): # calls `net` once, on inputs of the size training gives it
+    "Pack `net`'s frozen `nn.Conv2d` layers for the sizes they see in `run()`; how many were packed."
+    sizes = {}
+    def seen(conv, args, out): sizes.setdefault(conv, (args[0].shape, out.shape))
+    frozen = [c for c in net.modules() if type(c) is nn.Conv2d and c.padding_mode == 'zeros'
+              and isinstance(c.padding, tuple) and not any(p.requires_grad for p in c.parameters())]
+    hooks = [c.register_forward_hook(seen) for c in frozen]
+    try:
+        with torch.no_grad(): run()
+    finally:
+        for h in hooks: h.remove()
+    for conv, (size_in, size_out) in sizes.items():
+        conv.__class__ = PackedConv2d
+        conv.pack(size_in, size_out)
+        _trim_heap()
+    return len(sizes)
+
+# %% ../nbs/03_train.ipynb #c970affe
+@patch
+def _pack_convs(self:Trainer):
+    "Pack the UNet's frozen convolutions for the training batch (`packed_convs`, on the CPU); how many."
+    c, acc, unet = self.cfg, self.acc, self.m.unet
+    dtype = next(p.dtype for p in unet.parameters() if not p.requires_grad)
+    can = {torch.float32: True, torch.bfloat16: torch.ops.mkldnn._is_mkldnn_bf16_supported()}
+    if not (c.packed_convs and acc.device.type == 'cpu' and torch.backends.mkldnn.is_available()
+            and can.get(dtype)): return 0
+    def one_pass():
+        with acc.autocast(): diffusion_loss(unet, self.m.scheduler, self.micro_batch(0))
+    return pack_frozen_convs(_unwrap(unet), one_pass)
+
 # %% ../nbs/03_train.ipynb #4ce22672
 @patch
 def step(self:Trainer, step:int):
@@ -1001,6 +1073,7 @@ def fit(self:Trainer, progress:bool=True):
     "Train from `start` to the last step, validating and checkpointing at their intervals; the run's summary."
     c, main, t0 = self.cfg, self.acc.is_main_process, time.time()
     self.started = t0  # for the LoRA's header
+    if self.start < c.steps: self._pack_convs()
     if self.start == 0 and main and c.validate_every:
         append_jsonl(self.lora_dir/'log.jsonl', [{'step': 0, 'val_loss': self.validate(0)}])
     for step in tqdm(range(self.start, c.steps), initial=self.start, total=c.steps,
