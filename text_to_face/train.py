@@ -761,7 +761,7 @@ def _check_resumable(self:Trainer, resume:bool):
     if not resume:
         raise ValueError(f'{lora_dir} already holds a training run: pass --resume to continue it '
                          'or --overwrite to start again')
-    ignore = ('steps', 'process_group_timeout_min', 'packed_convs')  # neither changes the result
+    ignore = ('steps', 'process_group_timeout_min', 'packed_convs')
     if changed := changed_settings(saved, self.settings, ignore=ignore):
         raise ValueError(f'cannot resume {lora_dir} with other parameters {changed}; '
                          'use --overwrite')
