@@ -935,7 +935,7 @@ class PackedConv2d(nn.Conv2d):
 def _trim_heap():
     "Give the memory freed inside the C heap back to the system (glibc's `malloc_trim`; elsewhere nothing)."
     try: ctypes.CDLL(None).malloc_trim(0)
-    except AttributeError: pass  # no glibc: musl, macOS, Windows
+    except (AttributeError, OSError, TypeError): pass  # no glibc (musl, macOS), or no C library to open (Windows)
 
 # %% ../nbs/03_train.ipynb #ac9c899b
 def pack_frozen_convs(net:nn.Module, # its frozen convolutions get packed weights
