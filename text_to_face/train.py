@@ -910,23 +910,31 @@ class _PackedConv(torch.autograd.Function):
                                                        conv.dilation, conv.groups, 'none', [], '')
     @staticmethod
     def backward(ctx, grad):
-        c, size = ctx.conv, ctx.size
+        c, size, grad, mk = ctx.conv, ctx.size, grad.contiguous(), torch.ops.mkldnn
+        if c.flipped:
+            return mk._convolution_pointwise(grad, c.packed_grad, None, c.grad_padding, [1, 1], [1, 1], 1,
+                                             'none', [], ''), None
         reach = [(grad.shape[2 + i] - 1) * c.stride[i] - 2 * c.padding[i] + c.dilation[i] * (c.kernel_size[i] - 1) + 1
                  for i in range(2)]  # the input size the transposed convolution makes without output padding
         extra = [s - r for s, r in zip(size, reach)]
-        return torch.ops.mkldnn._convolution_transpose_pointwise(
-            grad.contiguous(), c.packed_t, None, c.padding, extra, c.stride, c.dilation, c.groups, 'none', [], ''), None
+        return mk._convolution_transpose_pointwise(grad, c.packed_grad, None, c.padding, extra, c.stride,
+                                                   c.dilation, c.groups, 'none', [], ''), None
 
 # %% ../nbs/03_train.ipynb #635e8259
 class PackedConv2d(nn.Conv2d):
     "A frozen `nn.Conv2d` whose weights oneDNN packed once, for the forward pass and for the input's gradient."
     def pack(self, size_in, size_out): # the (n, c, h, w) sizes of the input and output the layouts suit
-        "Pack the weights for the forward pass and for the transposed one; free the plain weights."
-        w, mk = self.weight.detach(), torch.ops.mkldnn
+        "Pack the weights for the forward pass and for the input's gradient; free the plain weights."
+        w, mk, k = self.weight.detach(), torch.ops.mkldnn, self.kernel_size
         self.packed = mk._reorder_convolution_weight(w, self.padding, self.stride, self.dilation, self.groups,
                                                      list(size_in))
-        self.packed_t = mk._reorder_convolution_transpose_weight(w, self.padding, [0, 0], self.stride,
-                                                                 self.dilation, self.groups, list(size_out))
+        self.grad_padding = [k[i] - 1 - self.padding[i] for i in range(2)]
+        self.flipped = (self.stride, self.dilation, self.groups) == ((1, 1), (1, 1), 1) and min(self.grad_padding) >= 0
+        self.packed_grad = (
+            mk._reorder_convolution_weight(w.flip(2, 3).transpose(0, 1).contiguous(), self.grad_padding,
+                                           [1, 1], [1, 1], 1, list(size_out)) if self.flipped else
+            mk._reorder_convolution_transpose_weight(w, self.padding, [0, 0], self.stride, self.dilation,
+                                                     self.groups, list(size_out)))
         self.weight = nn.Parameter(w.new_empty(0), requires_grad=False)  # the packed copies replace it
         return self
     def forward(self, x): return _PackedConv.apply(x.to(self.packed.dtype), self)
