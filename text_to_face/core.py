@@ -5,13 +5,13 @@
 # %% auto #0
 __all__ = ['STAGES', 'IMAGE_ERRORS', 'atomic_write', 'dumps', 'write_json', 'read_json', 'append_jsonl', 'write_jsonl',
            'read_jsonl', 'repair_jsonl', 'params_hash', 'file_hash', 'write_manifest', 'check_manifest',
-           'existing_path', 'shareable', 'changed_settings', 'check_overwrite', 'JobLog', 'guard_settings', 'start_job',
-           'fingerprint', 'record_config', 'Stage', 'stage_arguments', 'run_argument', 'stage_function', 'parameters',
-           'stage_state', 'run_stage', 'stage_current', 'trained_lora', 'check_port', 'cpu_has_bf16', 'pick_device',
-           'cuda_dtype', 'pick_dtype']
+           'existing_path', 'shareable', 'changed_settings', 'check_overwrite', 'JobLog', 'guard_settings',
+           'remove_stale_temporaries', 'start_job', 'fingerprint', 'record_config', 'Stage', 'stage_arguments',
+           'run_argument', 'stage_function', 'parameters', 'stage_state', 'run_stage', 'stage_current', 'trained_lora',
+           'check_port', 'cpu_has_bf16', 'pick_device', 'cuda_dtype', 'pick_dtype']
 
 # %% ../nbs/core.ipynb #26bad470
-import contextlib, hashlib, inspect, json, os, platform, shutil, time
+import contextlib, hashlib, inspect, json, os, platform, re, shutil, time
 from dataclasses import dataclass, field, is_dataclass
 from fastcore.basics import chunked, noop, patch
 from tqdm.auto import tqdm
@@ -212,6 +212,21 @@ def guard_settings(path, # JSON file keeping the settings the job started with
         raise ValueError(f'{what or Path(path).parent} was made with other settings {changed}; use a new output or --overwrite')
     write_json(path, settings)
 
+# %% ../nbs/core.ipynb #d32d34a4
+def _alive(pid:int):
+    "Whether a process `pid` is running (or is another user's)."
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except PermissionError: return True
+    return True
+
+def remove_stale_temporaries(folder): # a job's output folder
+    "Delete the `atomic_write` temporaries under `folder` whose process is gone; how many."
+    stale = [t for t in Path(folder).rglob('.*.tmp')
+             if (m := re.fullmatch(r'\..+\.(\d+)\.tmp', t.name)) and not _alive(int(m[1]))]
+    for t in stale: t.unlink(missing_ok=True)
+    return len(stale)
+
 # %% ../nbs/core.ipynb #f6651a7f
 def start_job(out, # the file or folder the job writes; `overwrite` deletes it
               settings_path, # where the job keeps its settings (inside `out` or beside it)
@@ -226,6 +241,7 @@ def start_job(out, # the file or folder the job writes; `overwrite` deletes it
     if overwrite or not out.exists():  # settings of an output deleted by hand bind nothing
         out.unlink(missing_ok=True); Path(settings_path).unlink(missing_ok=True)
     guard_settings(settings_path, settings, out, ignore)
+    if out.is_dir(): remove_stale_temporaries(out)
 
 # %% ../nbs/core.ipynb #1ef9f41a
 def fingerprint(*paths, # files or folders; None or a missing path counts as empty
