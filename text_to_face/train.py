@@ -396,9 +396,13 @@ def to(self:Batch, device):
     return Batch(**{k: None if v is None else v.to(device) for k, v in vars(self).items()})
 
 # %% ../nbs/03_train.ipynb #11d0a77f
+def _frozen_dtype(net):
+    "The dtype of `net`'s frozen weights (its adapters may differ)."
+    return next(p.dtype for p in net.parameters() if not p.requires_grad)
+
 def _predict(unet, noisy, x:Batch):
     "The UNet's prediction for `noisy` latents, conditioned by `x`, in its frozen weights' dtype."
-    dtype = next(p.dtype for p in unet.parameters() if not p.requires_grad)
+    dtype = _frozen_dtype(unet)
     extra = {} if x.pooled is None else {
         'added_cond_kwargs': {'text_embeds': x.pooled.to(dtype), 'time_ids': x.time_ids.to(dtype)}}
     return unet(noisy.to(dtype), x.timesteps, x.embeds.to(dtype), **extra).sample
@@ -969,10 +973,9 @@ def pack_frozen_convs(net:nn.Module, # its frozen convolutions get packed weight
 def _pack_convs(self:Trainer):
     "Pack the UNet's frozen convolutions for the training batch (`packed_convs`, on the CPU); how many."
     c, acc, unet = self.cfg, self.acc, self.m.unet
-    dtype = next(p.dtype for p in unet.parameters() if not p.requires_grad)
     can = {torch.float32: True, torch.bfloat16: torch.ops.mkldnn._is_mkldnn_bf16_supported()}
     if not (c.packed_convs and acc.device.type == 'cpu' and torch.backends.mkldnn.is_available()
-            and can.get(dtype)): return 0
+            and can.get(_frozen_dtype(unet))): return 0
     def one_pass():
         with acc.autocast(): diffusion_loss(unet, self.m.scheduler, self.micro_batch(0))
     return pack_frozen_convs(_unwrap(unet), one_pass)
